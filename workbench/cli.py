@@ -1,0 +1,130 @@
+"""Command line: ``workbench <step> ...`` and the PaddleX-shaped ``python -m workbench -c CONFIG -o K=V``.
+
+Steps::
+
+    workbench check DATASET_DIR [--output DIR]
+    workbench convert LABELME_DIR [--dst DIR] [--labels labels.txt] [--label-order sorted|stable]
+    workbench split DATASET_DIR --train-percent 80 --val-percent 20 [--seed 0]
+    workbench generate OUT_DIR [--num-train 16 --num-val 4 --size 128 --format coco labelme]
+    workbench demo [--output runs/demo]          # the whole pipeline on the bundled demo data
+    workbench -c MaskRCNN-ResNet50-FPN -o Global.mode=check_dataset -o Global.dataset_dir=DIR
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _paddlex_main(argv: list[str]) -> int:
+    from .config import ConfigError, dump, load_config
+
+    ap = argparse.ArgumentParser(prog="python -m workbench",
+                                 description="Run one step from a config, PaddleX style.")
+    ap.add_argument("-c", "--config", required=True, help="config file or model name, e.g. Mask-RT-DETR-L")
+    ap.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value",
+                    help="override a config value; repeatable")
+    ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.override)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump(cfg))
+        return 0
+    from .steps import run_config
+
+    try:
+        run_config(cfg)
+    except (ConfigError, NotImplementedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _step_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="step", required=True)
+
+    p = sub.add_parser("check", help="validate a PaddleX COCO-layout dataset")
+    p.add_argument("dataset_dir")
+    p.add_argument("--output", default="output")
+    p.add_argument("--num-samples", type=int, default=10)
+
+    p = sub.add_parser("convert", help="convert a LabelMe folder to the PaddleX COCO layout")
+    p.add_argument("src_dir")
+    p.add_argument("--dst", default=None, help="output dataset dir (default: convert in place, PaddleX style)")
+    p.add_argument("--labels", default=None, help="labels.txt fixing the class order")
+    p.add_argument("--label-order", choices=["sorted", "stable"], default="sorted")
+    p.add_argument("--val-percent", type=float, default=20)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("split", help="re-split train/val (old files kept as .bak)")
+    p.add_argument("dataset_dir")
+    p.add_argument("--train-percent", type=float, required=True)
+    p.add_argument("--val-percent", type=float, required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("generate", help="write a synthetic shapes dataset")
+    p.add_argument("out_dir")
+    p.add_argument("--num-train", type=int, default=16)
+    p.add_argument("--num-val", type=int, default=4)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", nargs="+", default=["coco"], choices=["coco", "labelme"])
+
+    p = sub.add_parser("demo", help="run the whole step pipeline on the bundled demo data")
+    p.add_argument("--output", default="runs/demo")
+    p.add_argument("--data", default=str(REPO_DATA / "demo_labelme"))
+    p.add_argument("--model", default="MaskRCNN-ResNet50-FPN")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (default: the demo's own)")
+
+    args = ap.parse_args(argv)
+    if args.step == "check":
+        from .data.check import check_dataset
+
+        r = check_dataset(args.dataset_dir, args.output, num_samples=args.num_samples)
+        return 0 if r.check_pass else 1
+    if args.step == "convert":
+        from .data.labelme import convert_labelme
+
+        convert_labelme(args.src_dir, args.dst, labels=args.labels, label_order=args.label_order,
+                        val_percent=args.val_percent, seed=args.seed)
+        return 0
+    if args.step == "split":
+        from .data.split import split_dataset
+
+        split_dataset(args.dataset_dir, args.train_percent, args.val_percent, seed=args.seed)
+        return 0
+    if args.step == "generate":
+        from .data.synthetic import make_shapes_dataset
+
+        d = make_shapes_dataset(args.out_dir, args.num_train, args.num_val, (args.size, args.size), args.seed,
+                                formats=tuple(args.format))
+        print({k: repr(v) for k, v in d.items()})
+        return 0
+    if args.step == "demo":
+        from .steps import run_demo
+
+        run_demo(args.output, data=args.data, model=args.model, iters=args.iters)
+        return 0
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in ("-c", "--config") or any(a.startswith("--config=") for a in argv[:1]):
+            return _paddlex_main(argv)
+        return _step_main(argv)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""File helpers shared by every step: atomic writes and PaddleX-style ``.bak`` backups.
+
+Input files are never modified in place. Outputs are written to a temporary file in the
+same directory and renamed over the target, so a crash leaves either the old file or the
+complete new one, never a half-written file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default))
+
+
+def _json_default(o: Any):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, bytes):
+        return o.decode("ascii")
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
+
+
+def backup_path(path: str | os.PathLike) -> Path:
+    """The ``.bak`` name PaddleX uses; if it exists already, ``.bak1``, ``.bak2``… so no backup is lost."""
+    path = Path(path)
+    candidate = path.with_name(path.name + ".bak")
+    i = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.bak{i}")
+        i += 1
+    return candidate
+
+
+def replace_with_backup(path: str | os.PathLike, data: bytes) -> Path | None:
+    """Write ``data`` to ``path``; an existing file is kept as ``.bak`` first.
+
+    Order matters for safety: the new content is written completely to a temporary file
+    first; only then is the old file copied to its backup name and the new file renamed
+    over it. If anything fails before the rename, the original is untouched.
+    Returns the backup path, or None when there was nothing to back up.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    bak = None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            bak = backup_path(path)
+            shutil.copy2(path, bak)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return bak
+
+
+def replace_json_with_backup(path: str | os.PathLike, obj: Any) -> Path | None:
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default)
+    return replace_with_backup(path, text.encode("utf-8"))
