@@ -118,6 +118,11 @@ def validate_value(key: str, value: Any) -> Any:
         raise ConfigError(f"{key}: expected {_type_names(types)}, got the boolean {value!r}")
     if isinstance(value, int) and not isinstance(value, bool) and float in types and int not in types:
         value = float(value)
+    if isinstance(value, str) and float in types:
+        try:  # YAML 1.1 reads "1e-3" as a string
+            value = float(value)
+        except ValueError:
+            pass
     if not isinstance(value, types):
         raise ConfigError(f"{key}: expected {_type_names(types)}, got {type(value).__name__} {value!r}")
     if choices is not None and value not in choices:
@@ -135,6 +140,8 @@ def validate_value(key: str, value: Any) -> Any:
 
 
 def _type_names(types: tuple) -> str:
+    if int in types and float in types:
+        types = tuple(t for t in types if t is not int)
     names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}
     return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
 

@@ -1,0 +1,35 @@
+"""Shared fixtures: small generated datasets (fast) and the real demo data."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_LABELME = REPO / "data" / "demo_labelme"
+
+
+@pytest.fixture(scope="session")
+def _shapes_template(tmp_path_factory):
+    from workbench.data.synthetic import make_shapes_dataset
+
+    d = tmp_path_factory.mktemp("shapes_template")
+    make_shapes_dataset(d, num_train=8, num_val=4, size=(96, 96), seed=3)
+    return d
+
+
+@pytest.fixture
+def shapes_dir(_shapes_template, tmp_path):
+    """A fresh copy of a small synthetic dataset in the PaddleX COCO layout."""
+    dst = tmp_path / "shapes"
+    shutil.copytree(_shapes_template, dst)
+    return dst
+
+
+@pytest.fixture
+def demo_labelme_dir(tmp_path):
+    """A copy of the real demo LabelMe data (tests never touch data/ itself)."""
+    dst = tmp_path / "demo_labelme"
+    shutil.copytree(DEMO_LABELME, dst)
+    return dst

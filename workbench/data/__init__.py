@@ -1,0 +1,1 @@
+"""Dataset currency, checks, LabelMe conversion, splitting, synthetic data."""
