@@ -128,3 +128,64 @@ def make_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 16, num_val
             ds.save_coco(out_dir / "annotations" / ANNOTATION_FILES[split])
         result[split] = ds
     return result
+
+
+def noisy_predictions(dataset: Dataset, seed: int = 0, drop: float = 0.15, wrong_class: float = 0.1,
+                      max_shift: int = 3, false_positives: float = 0.3, duplicates: float = 0.1) -> list[dict]:
+    """COCO result dicts derived from ``dataset``'s ground truth with controlled errors: missed
+    instances, shifted masks, wrong classes, duplicates and false positives, with random scores.
+
+    For evaluation tests and benchmarks: a stand-in for a model whose mistakes are known in kind.
+    """
+    from .dataset import rle_from_mask
+
+    rng = np.random.default_rng(seed)
+    cat_ids = [c.id for c in dataset.categories]
+    dets: list[dict] = []
+
+    def add(image_id: int, cat: int, m: np.ndarray) -> None:
+        if m.any():
+            dets.append({"image_id": image_id, "category_id": int(cat), "segmentation": rle_from_mask(m),
+                         "score": float(rng.uniform(0.05, 1.0))})
+
+    for im, insts in dataset.iter_images():
+        for a in insts:
+            if a.iscrowd or rng.random() < drop:
+                continue
+            m = a.mask(im.height, im.width)
+            m = np.roll(m, (int(rng.integers(-max_shift, max_shift + 1)), int(rng.integers(-max_shift, max_shift + 1))),
+                        axis=(0, 1))
+            cat = a.category_id
+            if len(cat_ids) > 1 and rng.random() < wrong_class:
+                cat = int(rng.choice([c for c in cat_ids if c != cat]))
+            add(im.id, cat, m)
+            if rng.random() < duplicates:
+                add(im.id, cat, np.roll(m, 1, axis=1))
+        if rng.random() < false_positives:
+            m = np.zeros((im.height, im.width), bool)
+            y, x = int(rng.integers(0, im.height - 8)), int(rng.integers(0, im.width - 8))
+            m[y:y + 8, x:x + 8] = True
+            add(im.id, int(rng.choice(cat_ids)), m)
+    return dets
+
+
+def add_crowd_and_empty(dataset: Dataset, seed: int = 0, crowd_fraction: float = 0.1,
+                        empty_fraction: float = 0.1) -> Dataset:
+    """Turn some instances into ``iscrowd=1`` RLE regions and strip all instances from some images
+    (in place; returns the dataset). COCO evaluation treats both specially."""
+    from .dataset import rle_from_mask
+
+    rng = np.random.default_rng(seed)
+    by_id = dataset.image_by_id()
+    empty = {im.id for im in dataset.images if rng.random() < empty_fraction}
+    kept = []
+    for a in dataset.instances:
+        if a.image_id in empty:
+            continue
+        if rng.random() < crowd_fraction:
+            im = by_id[a.image_id]
+            a.segmentation = rle_from_mask(a.mask(im.height, im.width))
+            a.iscrowd = 1
+        kept.append(a)
+    dataset.instances = kept
+    return dataset

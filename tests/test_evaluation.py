@@ -1,0 +1,132 @@
+"""Evaluation: identity with pycocotools, and the error analysis on hand-made cases."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from workbench.data.dataset import Category, Dataset, ImageInfo, Instance, rle_from_mask
+from workbench.data.synthetic import add_crowd_and_empty, make_shapes_dataset, noisy_predictions
+from workbench.evaluation import STAT_NAMES, coco_metrics, error_breakdown, evaluate, threshold_sweep
+
+
+def _assert_identical(gt, dets):
+    ref = coco_metrics(gt, dets, backend="pycocotools")
+    fast = coco_metrics(gt, dets, backend="fast")
+    for t in ("bbox", "segm"):
+        for k in STAT_NAMES:
+            assert abs(ref[t][k] - fast[t][k]) < 1e-4, (t, k, ref[t][k], fast[t][k])
+        for name, v in ref[t]["per_class"].items():
+            for k in ("AP", "AP50", "AR100"):
+                a, b = v[k], fast[t]["per_class"][name][k]
+                assert (math.isnan(a) and math.isnan(b)) or abs(a - b) < 1e-4, (t, name, k, a, b)
+    return ref
+
+
+@pytest.mark.slow
+def test_fast_path_identical_to_pycocotools_on_500_images(tmp_path):
+    parts = make_shapes_dataset(tmp_path, 520, 0, (64, 64), seed=11, classes=("circle", "square", "triangle"))
+    gt = add_crowd_and_empty(parts["train"], seed=1, crowd_fraction=0.1, empty_fraction=0.1)
+    assert sum(a.iscrowd for a in gt.instances) > 10
+    by_img = gt.instances_by_image()
+    assert sum(1 for v in by_img.values() if not v) > 20  # empty images
+    dets = noisy_predictions(gt, seed=2)
+    ref = _assert_identical(gt, dets)
+    assert 0.05 < ref["segm"]["AP"] < 0.95  # a non-trivial operating point, not all-or-nothing
+
+
+def test_fast_path_identical_on_demo_set(demo_labelme_dir, tmp_path):
+    from workbench.data.labelme import convert_labelme
+
+    convert_labelme(demo_labelme_dir, tmp_path / "ds")
+    gt = Dataset.merge([Dataset.load_paddlex(tmp_path / "ds", s) for s in ("train", "val")])
+    dets = noisy_predictions(gt, seed=3, max_shift=2)
+    ref = _assert_identical(gt, dets)
+    assert ref["segm"]["AP"] > 0
+
+
+def _img_ds(masks_by_class, h=40, w=40):
+    """One image; masks_by_class: list of (category_id, mask)."""
+    cats = [Category(1, "a"), Category(2, "b")]
+    insts = []
+    for i, (c, m) in enumerate(masks_by_class, 1):
+        ys, xs = np.nonzero(m)
+        insts.append(Instance(i, 1, c, rle_from_mask(m), [float(xs.min()), float(ys.min()),
+                                                          float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
+                              float(m.sum())))
+    return Dataset([ImageInfo(1, "x.png", w, h)], cats, insts)
+
+
+def _box(y0, y1, x0, x1, h=40, w=40):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _det(c, m, s):
+    return {"image_id": 1, "category_id": c, "segmentation": rle_from_mask(m), "score": s}
+
+
+def test_error_breakdown_known_answers():
+    A = _box(0, 10, 0, 10)
+    B = _box(20, 30, 20, 30)
+    C = _box(0, 10, 25, 35)
+    gt = _img_ds([(1, A), (2, B), (1, C)])
+    dets = [
+        _det(1, A, 0.9),                  # tp on A
+        _det(1, _box(0, 10, 1, 10), 0.8),  # duplicate of A (IoU 0.9, A already matched)
+        _det(1, B, 0.7),                  # wrong class on B (B is class 2)
+        _det(1, _box(0, 10, 29, 39), 0.6),  # poor mask on C (IoU 6/14 = 0.43)
+        _det(2, _box(30, 38, 0, 8), 0.55),  # background
+        _det(2, _box(30, 38, 30, 38), 0.2),  # below the score threshold: ignored
+    ]
+    per_image, cm, labels = error_breakdown(gt, dets, score_threshold=0.5)
+    e = per_image[0]
+    assert e.counts == {"tp": 1, "duplicate": 1, "wrong_class": 1, "poor_mask": 1, "background": 1, "missed": 2}
+    assert labels == ["a", "b", "background"]
+    # rows GT, cols pred: A matched (a,a); B predicted as a (b,a); C missed (a,bg);
+    # duplicate + poor mask (pred a) and background (pred b) are false positives in the background row
+    assert cm.tolist() == [[1, 0, 1],
+                           [1, 0, 0],
+                           [2, 1, 0]]
+
+
+def test_threshold_sweep_known_answers():
+    A = _box(0, 10, 0, 10)
+    B = _box(20, 30, 20, 30)
+    gt = _img_ds([(1, A), (1, B)])
+    dets = [_det(1, A, 0.9), _det(1, _box(30, 38, 0, 8), 0.6), _det(1, B, 0.3)]
+    s = threshold_sweep(gt, dets, thresholds=[0.2, 0.5, 0.95])
+    assert s["precision"] == pytest.approx([2 / 3, 1 / 2, 1.0])
+    assert s["recall"] == pytest.approx([1.0, 0.5, 0.0])
+    assert s["best_threshold"] == 0.2
+
+
+def test_evaluate_writes_result_and_report(shapes_dir, tmp_path):
+    gt = Dataset.load_paddlex(shapes_dir, "val")
+    dets = noisy_predictions(gt, seed=0)
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    rep = evaluate(tmp_path / "dets.json", shapes_dir, tmp_path / "eval")
+    res = json.loads((tmp_path / "eval" / "evaluate_result.json").read_text())
+    for t in ("bbox", "segm"):
+        assert set(STAT_NAMES) <= set(res[t])
+        assert set(res[t]["per_class"]) == {"circle", "square"}
+    assert res["analysis"]["confusion_matrix"]["labels"] == ["circle", "square", "background"]
+    assert len(res["analysis"]["per_image"]) == len(gt.images)
+    assert (tmp_path / "eval" / "report.md").read_text().startswith("# Evaluation report")
+    assert "plotly" in (tmp_path / "eval" / "report.html").read_text()
+    assert res["worst_images"] and all((tmp_path / "eval" / "worst_images").iterdir())
+    assert set(rep.figures()) == {"pr_curves", "confusion_matrix", "error_breakdown", "threshold_sweep"}
+    perfect = evaluate(noisy_predictions(gt, seed=0, drop=0, wrong_class=0, max_shift=0, false_positives=0,
+                                         duplicates=0), gt, analysis=False)
+    assert perfect["segm"]["AP"] == pytest.approx(1.0)
+
+
+def test_unknown_prediction_class_is_loud(shapes_dir):
+    gt = Dataset.load_paddlex(shapes_dir, "val")
+    dets = noisy_predictions(gt, seed=0)
+    dets[0]["category_id"] = 99
+    with pytest.raises(ValueError, match="99"):
+        coco_metrics(gt, dets)

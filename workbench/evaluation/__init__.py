@@ -1,0 +1,253 @@
+"""Evaluation: exact COCO metrics (fast path), error analysis, plots and a report.
+
+``evaluate(predictions, dataset, output_dir=...)`` works on the prediction currency (``Result``
+objects) or a COCO results file, for any model family, and is the core of
+``Global.mode=evaluate``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.dataset import Dataset
+from ..utils.io import atomic_write_json, atomic_write_text
+from .analysis import ERROR_KINDS, error_breakdown, pr_curves, threshold_sweep
+from .metrics import STAT_NAMES, coco_metrics, load_detections, resolve_dataset
+
+__all__ = ["evaluate", "EvalReport", "coco_metrics", "error_breakdown", "threshold_sweep", "STAT_NAMES"]
+
+
+@dataclass
+class EvalReport:
+    """What ``evaluate`` found: the numbers (``.metrics``, as in ``evaluate_result.json``) and the
+    data behind the plots."""
+
+    metrics: dict
+    dataset: Dataset = field(repr=False)
+    detections: list = field(repr=False)
+    confusion: np.ndarray | None = None
+    confusion_labels: list = field(default_factory=list)
+    per_image: list = field(default_factory=list, repr=False)
+    sweep: dict = field(default_factory=dict)
+    pr: dict = field(default_factory=dict)
+    output_dir: Path | None = None
+
+    def __getitem__(self, key):
+        return self.metrics[key]
+
+    def table(self, iou_type: str = "segm") -> str:
+        m = self.metrics[iou_type]
+        head = "| class | AP | AP50 | AR100 |\n|---|---|---|---|\n"
+        rows = "".join(f"| {n} | {_pct(v['AP'])} | {_pct(v['AP50'])} | {_pct(v['AR100'])} |\n"
+                       for n, v in m["per_class"].items())
+        return head + rows
+
+    # ------------------------------------------------------------------ figures
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+
+        figs = {}
+        if self.pr:
+            fig = go.Figure()
+            rec = self.pr["recall"]
+            for cname, curves in self.pr["curves"].items():
+                for iou, p in curves.items():
+                    fig.add_trace(go.Scatter(x=rec, y=p, mode="lines", name=f"{cname} @ IoU {iou}",
+                                             visible=True if iou == "0.50" else "legendonly"))
+            fig.update_layout(title="Precision-recall per class (mask)", xaxis_title="recall",
+                              yaxis_title="precision", template="plotly_white", height=420,
+                              yaxis_range=[0, 1.02], xaxis_range=[0, 1])
+            figs["pr_curves"] = fig
+        if self.confusion is not None:
+            cm = self.confusion
+            fig = go.Figure(go.Heatmap(z=cm, x=self.confusion_labels, y=self.confusion_labels, colorscale="Blues",
+                                       text=cm, texttemplate="%{text}", hovertemplate="GT %{y} → pred %{x}: %{z}"))
+            fig.update_layout(title="Mask confusion matrix (rows: ground truth, columns: prediction)",
+                              xaxis_title="predicted", yaxis_title="ground truth", template="plotly_white",
+                              height=420, yaxis_autorange="reversed")
+            figs["confusion_matrix"] = fig
+        if self.per_image:
+            kinds = [k for k in ERROR_KINDS if k != "tp"]
+            totals = {k: sum(e.counts[k] for e in self.per_image) for k in kinds}
+            fig = go.Figure(go.Bar(x=list(totals), y=list(totals.values())))
+            fig.update_layout(title="Errors by kind (all images)", template="plotly_white", height=360)
+            figs["error_breakdown"] = fig
+        if self.sweep:
+            s = self.sweep
+            fig = go.Figure([go.Scatter(x=s["thresholds"], y=s[k], name=k, mode="lines+markers")
+                             for k in ("precision", "recall", "f1")])
+            fig.update_layout(title=f"Score threshold sweep (best F1 {s['best_f1']:.3f} at {s['best_threshold']})",
+                              xaxis_title="score threshold", template="plotly_white", height=360,
+                              yaxis_range=[0, 1.02])
+            figs["threshold_sweep"] = fig
+        return figs
+
+    def worst_images(self, n: int = 6) -> list:
+        return sorted(self.per_image, key=lambda e: (e.f1, -e.num_errors))[:n]
+
+    def render_worst(self, n: int = 6, score_threshold: float = 0.5) -> list[tuple[Any, np.ndarray]]:
+        """(ImageErrors, side-by-side RGB image: ground truth left, predictions right)."""
+        from .. import viz
+        from .analysis import _to_rle
+
+        names = {c.id: c.name for c in self.dataset.categories}
+        by_id = self.dataset.image_by_id()
+        out = []
+        for e in self.worst_images(n):
+            im = by_id[e.image_id]
+            try:
+                img = self.dataset.load_image(im)
+            except (OSError, ValueError):
+                continue
+            insts, gmasks = self.dataset.masks(im)
+            left = viz.draw_instances(img, gmasks, class_ids=[a.category_id for a in insts],
+                                      labels=[names.get(a.category_id, "?") for a in insts])
+            from pycocotools import mask as mask_utils
+
+            dets = [d for d in self.detections if int(d["image_id"]) == im.id
+                    and float(d.get("score", 1)) >= score_threshold]
+            pm = np.stack([mask_utils.decode(_to_rle(d["segmentation"], im.height, im.width)).astype(bool)
+                           for d in dets]) if dets else None
+            right = viz.draw_instances(img, pm, class_ids=[int(d["category_id"]) for d in dets],
+                                       labels=[names.get(int(d["category_id"]), "?") for d in dets],
+                                       scores=[float(d.get("score", 1)) for d in dets])
+            gap = np.full((img.shape[0], 6, 3), 255, np.uint8)
+            out.append((e, np.concatenate([left, gap, right], axis=1)))
+        return out
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) or v < 0 else f"{100 * v:.1f}"
+
+
+def evaluate(predictions: Any, dataset: Dataset | str | os.PathLike, output_dir: str | os.PathLike | None = None,
+             iou_types=("bbox", "segm"), backend: str = "auto", score_threshold: float = 0.5,
+             analysis: bool = True, num_worst: int = 6) -> EvalReport:
+    """COCO metrics + error analysis of ``predictions`` against ``dataset``.
+
+    predictions: ``Result`` objects, COCO result dicts, or a COCO results JSON path.
+    dataset: a ``Dataset``, a COCO JSON, or a PaddleX dataset dir (its val split).
+    output_dir: if given, writes ``evaluate_result.json``, ``report.md``, ``report.html`` and PNG plots.
+    """
+    gt = resolve_dataset(dataset)
+    dets = load_detections(predictions)
+    m = coco_metrics(gt, dets, iou_types, backend, keep_arrays=True)
+    report = EvalReport(metrics={}, dataset=gt, detections=dets)
+    names = {c.id: c.name for c in gt.categories}
+    if analysis and "segm" in m and "_precision" in m["segm"]:
+        report.pr = pr_curves(m["segm"], names)
+    for t in iou_types:
+        for k in [k for k in m[t] if k.startswith("_")]:
+            m[t].pop(k)
+    if analysis:
+        per_image, cm, labels = error_breakdown(gt, dets, score_threshold)
+        report.per_image, report.confusion, report.confusion_labels = per_image, cm, labels
+        report.sweep = threshold_sweep(gt, dets)
+        m["analysis"] = {
+            "score_threshold": score_threshold,
+            "confusion_matrix": {"labels": labels, "matrix": cm.tolist()},
+            "errors": {k: int(sum(e.counts[k] for e in per_image)) for k in ERROR_KINDS},
+            "per_image": [{"image_id": e.image_id, "file_name": e.file_name, **e.counts} for e in per_image],
+            "threshold_sweep": report.sweep,
+            "pr_curves": report.pr,
+        }
+    report.metrics = m
+    if output_dir is not None:
+        write_report(report, output_dir, num_worst, score_threshold)
+    return report
+
+
+def write_report(report: EvalReport, output_dir: str | os.PathLike, num_worst: int = 6,
+                 score_threshold: float = 0.5) -> Path:
+    from .. import viz
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report.output_dir = out
+    m = report.metrics
+    pngs = {}
+    if report.per_image:
+        for i, (e, img) in enumerate(report.render_worst(num_worst, score_threshold)):
+            p = out / "worst_images" / f"{i:02d}_{Path(e.file_name).stem}.png"
+            viz.save_image(p, img)
+            pngs.setdefault("worst", []).append((e, p))
+    result = {"done_flag": True, **{k: v for k, v in m.items()}}
+    result["worst_images"] = [{"image_id": e.image_id, "file_name": e.file_name, "path": str(p), **e.counts}
+                              for e, p in pngs.get("worst", [])]
+    atomic_write_json(out / "evaluate_result.json", result)
+    lines = ["# Evaluation report", "",
+             f"{m.get('num_images')} images, {m.get('num_detections')} detections, backend {m.get('backend')}.", ""]
+    for t in ("segm", "bbox"):
+        if t not in m:
+            continue
+        lines += [f"## {'Mask' if t == 'segm' else 'Box'} metrics", "",
+                  "| " + " | ".join(STAT_NAMES) + " |", "|" + "---|" * len(STAT_NAMES),
+                  "| " + " | ".join(_pct(m[t][k]) for k in STAT_NAMES) + " |", "", report.table(t), ""]
+    if "analysis" in m:
+        a = m["analysis"]
+        lines += ["## Errors (mask IoU 0.5, score ≥ %.2f)" % a["score_threshold"], "",
+                  "| " + " | ".join(a["errors"]) + " |", "|" + "---|" * len(a["errors"]),
+                  "| " + " | ".join(str(v) for v in a["errors"].values()) + " |", "",
+                  "### Confusion matrix (rows: ground truth, columns: prediction)", "",
+                  "| | " + " | ".join(a["confusion_matrix"]["labels"]) + " |",
+                  "|---|" + "---|" * len(a["confusion_matrix"]["labels"])]
+        for lab, row in zip(a["confusion_matrix"]["labels"], a["confusion_matrix"]["matrix"]):
+            lines.append(f"| **{lab}** | " + " | ".join(map(str, row)) + " |")
+        s = a["threshold_sweep"]
+        if s.get("best_threshold") is not None:
+            lines += ["", f"Best F1 {s['best_f1']:.3f} at score threshold {s['best_threshold']}."]
+        if result["worst_images"]:
+            lines += ["", "## Worst images (left: ground truth, right: predictions)", ""]
+            for w in result["worst_images"]:
+                rel = Path(w["path"]).relative_to(out)
+                lines += [f"**{w['file_name']}** — missed {w['missed']}, wrong class {w['wrong_class']}, "
+                          f"duplicate {w['duplicate']}, poor mask {w['poor_mask']}, background {w['background']}",
+                          "", f"![]({rel.as_posix()})", ""]
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", _md_to_html(md, report))
+    return out / "evaluate_result.json"
+
+
+def _md_to_html(md: str, report: EvalReport) -> str:
+    """A self-contained HTML page: the markdown's content plus the plotly figures (plotly.js inline)."""
+    import html
+
+    body = []
+    table: list[str] = []
+
+    def flush():
+        if table:
+            rows = [r.strip().strip("|").split("|") for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
+            h = "<table border=1 cellspacing=0 cellpadding=3>"
+            for i, r in enumerate(rows):
+                tag = "th" if i == 0 else "td"
+                h += "<tr>" + "".join(f"<{tag}>{html.escape(c.strip().strip('*'))}</{tag}>" for c in r) + "</tr>"
+            body.append(h + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.startswith("!["):
+            src = line[line.index("(") + 1:-1]
+            body.append(f'<img src="{html.escape(src)}" style="max-width:100%">')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    figs = report.figures()
+    first = True
+    for fig in figs.values():
+        body.append(fig.to_html(full_html=False, include_plotlyjs=True if first else False))
+        first = False
+    return "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title></head><body>" + \
+        "\n".join(body) + "</body></html>"

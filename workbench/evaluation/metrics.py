@@ -1,0 +1,179 @@
+"""COCO metrics with pycocotools semantics, with a fast path.
+
+``coco_metrics(gt, detections)`` runs COCOeval for ``bbox`` and ``segm`` and returns AP, AP50, AP75,
+APs/m/l, AR@1/10/100, ARs/m/l and per-class AP/AR. ``backend="fast"`` uses faster-coco-eval (C++
+matching, same algorithm); ``backend="pycocotools"`` the reference implementation. The default
+``"auto"`` picks the fast path: ``tests/test_evaluation.py`` proves the two give the same numbers
+(|Δ| < 1e-4) on the demo set and on a generated set with 500+ images, crowd regions and empty images.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..data.dataset import Dataset
+
+STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+IOU_TYPES = ("bbox", "segm")
+
+
+def load_detections(predictions: Any) -> list[dict]:
+    """COCO result dicts from: a results JSON path, a list of dicts, or ``Result`` objects
+    (anything with ``to_coco()``)."""
+    if isinstance(predictions, (str, os.PathLike)):
+        from ..utils.io import read_json
+
+        data = read_json(predictions)
+        if not isinstance(data, list):
+            raise ValueError(f"{predictions}: a COCO results file is a JSON list of detections")
+        return data
+    out: list[dict] = []
+    for p in predictions:
+        if isinstance(p, dict):
+            out.append(p)
+        elif hasattr(p, "to_coco"):
+            out.extend(p.to_coco())
+        else:
+            raise TypeError(f"cannot evaluate a prediction of type {type(p).__name__}")
+    return out
+
+
+def _normalise(dets: list[dict], gt: Dataset, iou_type: str) -> list[dict]:
+    """Detections ready for loadRes: RLE counts as str, bbox derived from masks when missing."""
+    from pycocotools import mask as mask_utils
+
+    out = []
+    for d in dets:
+        d = dict(d)
+        seg = d.get("segmentation")
+        if isinstance(seg, dict) and isinstance(seg.get("counts"), bytes):
+            d["segmentation"] = {"size": list(seg["size"]), "counts": seg["counts"].decode("ascii")}
+        if iou_type == "bbox" and "bbox" not in d and seg is not None:
+            r = dict(d["segmentation"])
+            r["counts"] = r["counts"].encode("ascii")
+            d["bbox"] = [float(v) for v in mask_utils.toBbox(r)]
+        if iou_type == "segm" and "segmentation" not in d:
+            continue
+        out.append(d)
+    return out
+
+
+def _gt_dict(gt: Dataset) -> dict:
+    d = gt.to_coco_dict()
+    d.setdefault("info", {})
+    d.setdefault("licenses", [])
+    return d
+
+
+def _fresh(gt_dict: dict, dets: list[dict]) -> tuple[dict, list[dict]]:
+    """Copies the evaluators may mutate (both write 'area'/'bbox'/'segmentation' keys into the
+    records); the values themselves are only replaced, never changed in place, so one level suffices."""
+    return ({**gt_dict, "images": [dict(i) for i in gt_dict["images"]],
+             "annotations": [dict(a) for a in gt_dict["annotations"]]}, [dict(d) for d in dets])
+
+
+def _run_cocoeval(gt_dict: dict, dets: list[dict], iou_type: str, backend: str):
+    """Return (stats[12], precision[T,R,K,A,M], recall[T,K,A,M], cat_ids, params)."""
+    gt_dict, dets = _fresh(gt_dict, dets)
+    if backend == "fast":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        coco_gt = COCO(gt_dict)
+        coco_dt = coco_gt.loadRes(dets) if dets else COCO()
+        if not dets:
+            return None
+        ev = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lambda *a, **k: None)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    elif backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = gt_dict
+            coco_gt.createIndex()
+            if not dets:
+                return None
+            coco_dt = coco_gt.loadRes(dets)
+            ev = COCOeval(coco_gt, coco_dt, iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+    else:
+        raise ValueError(f"unknown evaluation backend {backend!r} (fast, pycocotools, auto)")
+    return (np.asarray(ev.stats[:12], float), np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"]),
+            list(ev.params.catIds), ev.params)
+
+
+def _per_class(precision: np.ndarray, recall: np.ndarray, cat_ids: list[int], names: dict[int, str]) -> dict:
+    out = {}
+    for k, cid in enumerate(cat_ids):
+        p = precision[:, :, k, 0, -1]  # all IoUs, all recalls, area all, maxDets 100
+        p = p[p > -1]
+        r = recall[:, k, 0, -1]
+        r = r[r > -1]
+        p50 = precision[0, :, k, 0, -1]
+        p50 = p50[p50 > -1]
+        out[names.get(cid, str(cid))] = {
+            "category_id": int(cid),
+            "AP": float(p.mean()) if p.size else float("nan"),
+            "AP50": float(p50.mean()) if p50.size else float("nan"),
+            "AR100": float(r.mean()) if r.size else float("nan"),
+        }
+    return out
+
+
+def coco_metrics(gt: Dataset, predictions: Any, iou_types: Iterable[str] = IOU_TYPES,
+                 backend: str = "auto", keep_arrays: bool = False) -> dict:
+    """Metrics per IoU type. Values are fractions in [0, 1]; -1 where COCO defines none (no GT of a
+    size range), NaN per class when the class has no GT."""
+    if backend == "auto":
+        try:
+            import faster_coco_eval  # noqa: F401
+
+            backend = "fast"
+        except ImportError:
+            backend = "pycocotools"
+    dets = load_detections(predictions)
+    names = {c.id: c.name for c in gt.categories}
+    known = set(names)
+    unknown = sorted({int(d["category_id"]) for d in dets} - known)
+    if unknown:
+        raise ValueError(f"predictions use category ids {unknown} that the dataset does not define "
+                         f"(dataset: {sorted(known)}); model and dataset classes do not match")
+    gt_dict = _gt_dict(gt)
+    out: dict = {"backend": backend, "num_images": len(gt.images), "num_detections": len(dets)}
+    for t in iou_types:
+        res = _run_cocoeval(gt_dict, _normalise(dets, gt, t), t, backend)
+        if res is None:
+            out[t] = {**{k: 0.0 for k in STAT_NAMES}, "per_class": {n: {"category_id": c, "AP": 0.0, "AP50": 0.0,
+                                                                        "AR100": 0.0} for c, n in names.items()}}
+            continue
+        stats, precision, recall, cat_ids, params = res
+        m = {k: float(v) for k, v in zip(STAT_NAMES, stats)}
+        m["per_class"] = _per_class(precision, recall, cat_ids, names)
+        if keep_arrays:
+            m["_precision"] = precision
+            m["_recall"] = recall
+            m["_cat_ids"] = cat_ids
+            m["_rec_thrs"] = np.asarray(params.recThrs)
+            m["_iou_thrs"] = np.asarray(params.iouThrs)
+        out[t] = m
+    return out
+
+
+def resolve_dataset(dataset: Dataset | str | os.PathLike, split: str = "val") -> Dataset:
+    """A Dataset from a Dataset, a COCO JSON file or a PaddleX dataset dir (its ``split``)."""
+    if isinstance(dataset, Dataset):
+        return dataset
+    p = Path(dataset)
+    if p.is_dir():
+        return Dataset.load_paddlex(p, split)
+    return Dataset.load_coco(p, p.parent.parent if p.parent.name == "annotations" else p.parent)
