@@ -15,6 +15,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from workbench.data import labelme as lm
+import workbench.utils.io as wio
 from workbench.data.dataset import Dataset
 from workbench.data.labelme import LabelmeError, LabelmeWarning, convert_labelme
 
@@ -257,7 +258,7 @@ def test_failure_late_in_list_leaves_everything_untouched(demo_copy):
 def test_failure_while_writing_rolls_back(demo_copy, monkeypatch):
     convert_quiet(demo_copy, val_percent=20)
     before = tree_hashes(demo_copy)
-    real = lm.replace_with_backup
+    real = wio.replace_with_backup
     calls = []
 
     def failing(path, data):
@@ -266,7 +267,7 @@ def test_failure_while_writing_rolls_back(demo_copy, monkeypatch):
             raise OSError("disk full (injected)")
         return real(path, data)
 
-    monkeypatch.setattr(lm, "replace_with_backup", failing)
+    monkeypatch.setattr(wio, "replace_with_backup", failing)
     with pytest.raises(OSError, match="injected"):
         convert_labelme(demo_copy, val_percent=40, seed=5, progress=False)
     assert calls == ["instance_train.json", "instance_val.json"]  # train was replaced, then put back

@@ -71,3 +71,24 @@ def test_stratified_rare_classes_land_in_both_splits(tmp_path):
         for name in ("circle", "square", "triangle"):
             assert out["train"].class_counts()[name] >= 1, (seed, name)
             assert out["val"].class_counts()[name] >= 1, (seed, name)
+
+
+def test_failure_half_way_loses_nothing(shapes_dir, monkeypatch):
+    import workbench.utils.io as io_mod
+
+    ann = shapes_dir / "annotations"
+    before = {p.name: p.read_bytes() for p in ann.iterdir()}
+    real = io_mod.replace_with_backup
+    calls = []
+
+    def flaky(path, data):
+        calls.append(path)
+        if len(calls) == 2:  # the val file: the train file is already replaced by now
+            raise OSError("disk full (simulated)")
+        return real(path, data)
+
+    monkeypatch.setattr(io_mod, "replace_with_backup", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        split_dataset(shapes_dir, 50, 50, seed=0, verbose=False)
+    after = {p.name: p.read_bytes() for p in ann.iterdir()}
+    assert after == before  # both annotation files as they were, no stray backups or temp files

@@ -51,7 +51,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..utils.io import _json_default, atomic_write_bytes, read_json, replace_with_backup
+from ..utils.io import _json_default, atomic_write_bytes, read_json, replace_all_with_backup, replace_with_backup
 from .dataset import ANNOTATION_FILES, SPLITS, Category, Dataset, ImageInfo, Instance, bbox_area_from_rle
 
 IGNORE_LABEL = "__ignore__"
@@ -453,19 +453,7 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
     texts = {s: json.dumps(datasets[s].to_coco_dict(), ensure_ascii=False,
                            default=_json_default).encode("utf-8") for s in SPLITS}
     ann_files = {s: dst_dir / "annotations" / ANNOTATION_FILES[s] for s in SPLITS}
-    done: list[tuple[Path, Path | None]] = []
-    try:
-        for s in SPLITS:
-            done.append((ann_files[s], replace_with_backup(ann_files[s], texts[s])))
-    except BaseException:
-        # all or nothing: put back what was replaced before the failure
-        for path, bak in reversed(done):
-            if bak is not None:
-                os.replace(bak, path)
-            else:
-                path.unlink(missing_ok=True)
-        raise
-    backups = [bak for _, bak in done if bak is not None]
+    backups = replace_all_with_backup({ann_files[s]: texts[s] for s in SPLITS})  # all or nothing
     for s in SPLITS:
         datasets[s].source = ann_files[s]
 

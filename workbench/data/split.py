@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.io import replace_json_with_backup
+import json
+
+from ..utils.io import replace_all_with_backup
 from .dataset import ANNOTATION_FILES, SPLITS, Dataset
 
 
@@ -91,9 +93,9 @@ def split_dataset(dataset_dir: str | os.PathLike, train_percent: float = 90, val
         raise ValueError(f"{dataset_dir}: {len(merged.images)} image(s) cannot be split into train and val")
     train_ids, val_ids = plan_split(merged, val_percent, seed)
     out = {"train": merged.subset(train_ids, "train"), "val": merged.subset(val_ids, "val")}
-    payloads = {s: d.to_coco_dict() for s, d in out.items()}  # build everything before touching files
-    for split in SPLITS:
-        replace_json_with_backup(dataset_dir / "annotations" / ANNOTATION_FILES[split], payloads[split])
+    # everything is serialised before any file is touched; both files are replaced or neither
+    replace_all_with_backup({dataset_dir / "annotations" / ANNOTATION_FILES[s]:
+                             json.dumps(out[s].to_coco_dict(), ensure_ascii=False).encode("utf-8") for s in SPLITS})
     if verbose:
         print(f"split {len(merged.images)} images (seed {seed}): train {len(train_ids)}, val {len(val_ids)}")
         for split, d in out.items():

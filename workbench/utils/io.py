@@ -117,3 +117,20 @@ def replace_with_backup(path: str | os.PathLike, data: bytes) -> Path | None:
 def replace_json_with_backup(path: str | os.PathLike, obj: Any) -> Path | None:
     text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default)
     return replace_with_backup(path, text.encode("utf-8"))
+
+
+def replace_all_with_backup(files: dict[str | os.PathLike, bytes]) -> list[Path]:
+    """Replace several files as one step: each old file is kept as ``.bak``; if any write fails, the
+    files already replaced are put back as they were and the error is raised. Returns the backups."""
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for path, data in files.items():
+            done.append((Path(path), replace_with_backup(path, data)))
+    except BaseException:
+        for path, bak in reversed(done):
+            if bak is not None:
+                os.replace(bak, path)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    return [bak for _, bak in done if bak is not None]
