@@ -130,3 +130,15 @@ def test_unknown_prediction_class_is_loud(shapes_dir):
     dets[0]["category_id"] = 99
     with pytest.raises(ValueError, match="99"):
         coco_metrics(gt, dets)
+
+
+def test_cli_evaluate_results_file(shapes_dir, tmp_path):
+    import subprocess
+    import sys
+
+    gt = Dataset.load_paddlex(shapes_dir, "val")
+    (tmp_path / "dets.json").write_text(json.dumps(noisy_predictions(gt, seed=1)))
+    r = subprocess.run([sys.executable, "-m", "workbench", "evaluate", str(tmp_path / "dets.json"), str(shapes_dir),
+                        "--output", str(tmp_path / "ev")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "segm AP" in r.stdout and (tmp_path / "ev" / "evaluate_result.json").is_file()

@@ -6,6 +6,7 @@ The facade (names resolve lazily so ``import workbench`` stays fast)::
     wb.check_dataset("dataset_dir")                 # PaddleX COCO layout check + stats + plots
     wb.convert_labelme("labelme_dir", "dataset_dir")
     wb.split_dataset("dataset_dir", 80, 20, seed=0)
+    wb.evaluate(results, "dataset_dir", output_dir="eval")   # Results or a COCO results JSON
     model = wb.create_model("MaskRCNN-ResNet50-FPN")
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ _LAZY = {
     "split_dataset": "workbench.data.split",
     "make_shapes_dataset": "workbench.data.synthetic",
     "load_config": "workbench.config",
+    "evaluate": "workbench.evaluation",
     "create_model": "workbench.models",
     "Result": "workbench.engine.result",
 }

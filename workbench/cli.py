@@ -5,6 +5,7 @@ Steps::
     workbench check DATASET_DIR [--output DIR]
     workbench convert LABELME_DIR [--dst DIR] [--labels labels.txt] [--label-order sorted|stable]
     workbench split DATASET_DIR --train-percent 80 --val-percent 20 [--seed 0]
+    workbench evaluate RESULTS.json DATASET_DIR [--output DIR]
     workbench generate OUT_DIR [--num-train 16 --num-val 4 --size 128 --format coco labelme]
     workbench demo [--output runs/demo]          # the whole pipeline on the bundled demo data
     workbench -c MaskRCNN-ResNet50-FPN -o Global.mode=check_dataset -o Global.dataset_dir=DIR
@@ -69,6 +70,12 @@ def _step_main(argv: list[str]) -> int:
     p.add_argument("--val-percent", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("evaluate", help="COCO metrics + error analysis of a results file against a dataset")
+    p.add_argument("predictions", help="COCO results JSON (list of detections) or a folder of Result JSONs")
+    p.add_argument("dataset", help="PaddleX dataset dir (its val split) or a COCO annotation JSON")
+    p.add_argument("--output", default="output/evaluate")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+
     p = sub.add_parser("generate", help="write a synthetic shapes dataset")
     p.add_argument("out_dir")
     p.add_argument("--num-train", type=int, default=16)
@@ -99,6 +106,18 @@ def _step_main(argv: list[str]) -> int:
         from .data.split import split_dataset
 
         split_dataset(args.dataset_dir, args.train_percent, args.val_percent, seed=args.seed)
+        return 0
+    if args.step == "evaluate":
+        from .evaluation import evaluate
+
+        preds = Path(args.predictions)
+        if preds.is_dir():
+            from .engine.result import Result
+
+            preds = [Result.from_json(p) for p in sorted(preds.glob("*.json"))]
+        rep = evaluate(preds, args.dataset, args.output, score_threshold=args.score_threshold)
+        print(rep.table("segm"))
+        print(f"segm AP {rep['segm']['AP']:.4f}  bbox AP {rep['bbox']['AP']:.4f}; report in {args.output}")
         return 0
     if args.step == "generate":
         from .data.synthetic import make_shapes_dataset
