@@ -142,3 +142,24 @@ def test_cli_evaluate_results_file(shapes_dir, tmp_path):
                         "--output", str(tmp_path / "ev")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "segm AP" in r.stdout and (tmp_path / "ev" / "evaluate_result.json").is_file()
+
+
+def test_evaluate_takes_results_matched_by_input_path(shapes_dir):
+    from workbench.engine.result import Result
+
+    gt = Dataset.load_paddlex(shapes_dir, "val")
+    names = {c.id: c.name for c in gt.categories}
+    results = []
+    for im, insts in gt.iter_images():
+        masks = np.stack([a.mask(im.height, im.width) for a in insts])
+        boxes = [[a.bbox[0], a.bbox[1], a.bbox[0] + a.bbox[2], a.bbox[1] + a.bbox[3]] for a in insts]
+        results.append(Result(input_path=gt.image_path(im), image_size=(im.height, im.width), boxes=boxes,
+                              scores=[0.9] * len(insts), class_ids=[a.category_id for a in insts],
+                              class_names=[names[a.category_id] for a in insts], masks=masks))
+    rep = evaluate(results, gt)
+    assert rep["segm"]["AP"] == pytest.approx(1.0)
+    assert rep["bbox"]["AP"] > 0.9
+    assert rep["analysis"]["errors"]["tp"] == len(gt.instances)
+    stray = Result(input_path="/elsewhere/not_in_dataset.png", image_size=(96, 96))
+    with pytest.raises(ValueError, match="not_in_dataset.png"):
+        evaluate([stray], gt)

@@ -134,7 +134,7 @@ def evaluate(predictions: Any, dataset: Dataset | str | os.PathLike, output_dir:
     output_dir: if given, writes ``evaluate_result.json``, ``report.md``, ``report.html`` and PNG plots.
     """
     gt = resolve_dataset(dataset)
-    dets = load_detections(predictions)
+    dets = load_detections(predictions, gt)
     m = coco_metrics(gt, dets, iou_types, backend, keep_arrays=True)
     report = EvalReport(metrics={}, dataset=gt, detections=dets)
     names = {c.id: c.name for c in gt.categories}

@@ -22,9 +22,11 @@ STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 IOU_TYPES = ("bbox", "segm")
 
 
-def load_detections(predictions: Any) -> list[dict]:
-    """COCO result dicts from: a results JSON path, a list of dicts, or ``Result`` objects
-    (anything with ``to_coco()``)."""
+def load_detections(predictions: Any, dataset: Dataset | None = None) -> list[dict]:
+    """COCO result dicts from: a results JSON path, a list of dicts, or ``Result`` objects.
+
+    A ``Result`` knows its input file, not a COCO image id: with ``dataset`` given, each one is
+    matched to the dataset image with the same path (or, failing that, the same file name)."""
     if isinstance(predictions, (str, os.PathLike)):
         from ..utils.io import read_json
 
@@ -32,12 +34,31 @@ def load_detections(predictions: Any) -> list[dict]:
         if not isinstance(data, list):
             raise ValueError(f"{predictions}: a COCO results file is a JSON list of detections")
         return data
+    by_path: dict[str, int] = {}
+    by_name: dict[str, list[int]] = {}
+    if dataset is not None:
+        for im in dataset.images:
+            by_path[str(Path(dataset.image_path(im)).resolve())] = im.id
+            by_name.setdefault(Path(im.file_name).name, []).append(im.id)
     out: list[dict] = []
     for p in predictions:
         if isinstance(p, dict):
             out.append(p)
         elif hasattr(p, "to_coco"):
-            out.extend(p.to_coco())
+            image_id = getattr(p, "image_id", None)
+            path = getattr(p, "input_path", None)
+            if image_id is None and path is not None and dataset is not None:
+                image_id = by_path.get(str(Path(path).resolve()))
+                if image_id is None:
+                    ids = by_name.get(Path(path).name, [])
+                    if len(ids) != 1:
+                        raise ValueError(f"prediction for {path}: no single image of that name in the dataset "
+                                         f"({len(ids)} match)")
+                    image_id = ids[0]
+            if image_id is None:
+                raise ValueError(f"prediction for {path or 'an in-memory image'}: cannot tell which dataset image "
+                                 "it belongs to (no image id and no matching input path)")
+            out.extend(p.to_coco(image_id))
         else:
             raise TypeError(f"cannot evaluate a prediction of type {type(p).__name__}")
     return out
@@ -141,7 +162,7 @@ def coco_metrics(gt: Dataset, predictions: Any, iou_types: Iterable[str] = IOU_T
             backend = "fast"
         except ImportError:
             backend = "pycocotools"
-    dets = load_detections(predictions)
+    dets = load_detections(predictions, gt)
     names = {c.id: c.name for c in gt.categories}
     known = set(names)
     unknown = sorted({int(d["category_id"]) for d in dets} - known)
