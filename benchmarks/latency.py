@@ -1,0 +1,91 @@
+"""Per-image inference latency of the Mask-RT-DETR variants at 640 px.
+
+Reports the median of ``--runs`` timed forward passes (after one warm-up) of the full model
+(eval mode, batch 1, top-k + mask resize included) and each variant's ratio to S measured in the
+same run. Other models can be added through :func:`extra_models`.
+
+    PYTHONPATH=. python benchmarks/latency.py --variants S M L --runs 5 --device cpu
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def extra_models() -> list[tuple[str, Callable[[], torch.nn.Module], Callable]]:
+    """Hook for further models: a list of ``(name, build_fn, run_fn)`` where ``build_fn()``
+    returns an eval-mode module and ``run_fn(model, images)`` runs one inference on a
+    [1, 3, size, size] float tensor. Empty for now."""
+    return []
+
+
+def _mask_rtdetr_entry(variant: str):
+    from workbench.models.mask_rtdetr.model import build_mask_rtdetr
+    from workbench.models.mask_rtdetr.postprocess import PostProcess
+
+    post = PostProcess(num_top_queries=100)
+
+    def build():
+        return build_mask_rtdetr(variant, num_classes=80).eval()
+
+    def run(model, images):
+        out = model(images)
+        return post(out, [(images.shape[-2], images.shape[-1])] * images.shape[0])
+
+    return f"Mask-RT-DETR-{variant}", build, run
+
+
+def time_model(build, run, size: int, runs: int, device: torch.device) -> float:
+    model = build().to(device)
+    x = torch.rand(1, 3, size, size, device=device)
+    times = []
+    with torch.inference_mode():
+        run(model, x)  # warm-up
+        for _ in range(runs):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            run(model, x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    del model
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="+", default=["S", "M", "L", "X", "H"], type=str.upper,
+                    choices=["S", "M", "L", "X", "H"])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--size", type=int, default=640)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave the default)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    entries = [_mask_rtdetr_entry(v) for v in args.variants]
+    if "S" not in args.variants:  # the reference is always measured in the same run
+        entries.insert(0, _mask_rtdetr_entry("S"))
+    entries += extra_models()
+    results = {}
+    for name, build, run in entries:
+        results[name] = time_model(build, run, args.size, args.runs, device)
+        print(f"{name:24s} {results[name] * 1000:9.1f} ms", flush=True)
+    ref = results["Mask-RT-DETR-S"]
+    print(f"\nmedian of {args.runs} runs, {args.size}x{args.size}, batch 1, device {device}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'model':24s} {'ms/image':>9s} {'x S':>6s}")
+    for name, t in results.items():
+        print(f"{name:24s} {t * 1000:9.1f} {t / ref:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
