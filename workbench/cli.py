@@ -8,6 +8,8 @@ Steps::
     workbench evaluate RESULTS.json DATASET_DIR [--output DIR]
     workbench generate OUT_DIR [--num-train 16 --num-val 4 --size 128 --format coco labelme]
     workbench demo [--output runs/demo]          # the whole pipeline on the bundled demo data
+    workbench run-notebook 04_train -p epochs_iters=20 [--output-dir DIR]   # a step notebook, headless
+    workbench run-notebook --all --output-dir runs/notebooks               # all six, in order
     workbench -c MaskRCNN-ResNet50-FPN -o Global.mode=check_dataset -o Global.dataset_dir=DIR
 """
 from __future__ import annotations
@@ -137,6 +139,10 @@ def _step_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] == "run-notebook":
+            from .notebooks import main as notebooks_main
+
+            return notebooks_main(argv[1:])
         if argv and argv[0] in ("-c", "--config") or any(a.startswith("--config=") for a in argv[:1]):
             return _paddlex_main(argv)
         return _step_main(argv)

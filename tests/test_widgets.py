@@ -1,0 +1,246 @@
+"""Widget logic without a browser: the controls change what is drawn and counted."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import numpy as np
+import pytest
+
+W = pytest.importorskip("ipywidgets")
+
+from workbench import widgets as wbw  # noqa: E402
+from workbench.data.check import check_dataset  # noqa: E402
+
+
+def _image_with_classes(browser, *names):
+    """Index of the first image (current split) having instances of all ``names``."""
+    ds = browser.dataset
+    cats = {c.id: c.name for c in ds.categories}
+    for i, (im, insts) in enumerate(ds.iter_images()):
+        have = {cats[a.category_id] for a in insts}
+        if set(names) <= have:
+            return i
+    pytest.skip(f"no image with classes {names}")
+
+
+def test_browser_class_filter_changes_overlay(shapes_dir, tmp_path):
+    result = check_dataset(shapes_dir, tmp_path / "check", verbose=False)
+    b = wbw.DatasetBrowser(shapes_dir, check=result)
+    b.set_index(_image_with_classes(b, "circle", "square"))
+    before, png_before, n_before = b.overlay.copy(), b.image.value, b.drawn_instances
+    b.class_boxes["square"].value = False  # what un-ticking the checkbox does
+    assert b.drawn_instances < n_before
+    assert not np.array_equal(before, b.overlay)
+    assert b.image.value != png_before
+    assert "square: " in b.info.value  # the per-class count still lists all classes
+    b.class_boxes["square"].value = True
+    assert np.array_equal(before, b.overlay)  # back to the same picture
+    b.set_classes([])
+    assert b.drawn_instances == 0
+    assert np.array_equal(b.overlay, b.dataset.load_image(b.current_image))  # nothing drawn on it
+    with pytest.raises(ValueError, match="unknown class"):
+        b.set_classes(["hexagon"])
+
+
+def test_browser_toggles_opacity_and_navigation(shapes_dir):
+    b = wbw.DatasetBrowser(shapes_dir)
+    b.set_index(_image_with_classes(b, "circle"))
+    ref = b.overlay.copy()
+    b.opacity.value = 0.9
+    assert not np.array_equal(ref, b.overlay)
+    b.opacity.value = 0.45
+    assert np.array_equal(ref, b.overlay)
+    for toggle in (b.show_masks, b.show_boxes, b.show_labels):
+        toggle.value = False
+        assert not np.array_equal(ref, b.overlay), toggle.description
+        toggle.value = True
+    # slider and dropdown stay in step
+    b.slider.value = 3
+    assert b.image_dd.value == 3 and b.current_image is b.dataset.images[3]
+    b.image_dd.value = 1
+    assert b.slider.value == 1
+    b.split_dd.value = "val"
+    assert b.slider.max == len(b.dataset.images) - 1 and b.current_image.file_name.startswith("images/val_")
+
+
+def test_browser_shows_problems_of_current_image(shapes_dir, tmp_path):
+    ann = shapes_dir / "annotations" / "instance_train.json"
+    d = json.loads(ann.read_text())
+    bad = d["annotations"][0]
+    bad["category_id"] = 99  # unknown category
+    ann.write_text(json.dumps(d))
+    result = check_dataset(shapes_dir, tmp_path / "check", verbose=False)
+    assert not result.check_pass
+    b = wbw.DatasetBrowser(shapes_dir, check=result)
+    idx = [im.id for im in b.dataset.images].index(bad["image_id"])
+    b.set_index(idx)
+    assert "unknown_category_id" in b.problems.value and f"annotation id {bad['id']}" in b.problems.value
+    other = next(i for i, im in enumerate(b.dataset.images) if im.id != bad["image_id"])
+    b.set_index(other)
+    assert "no problems" in b.problems.value
+
+
+def test_static_fallback_bundle(shapes_dir):
+    b = wbw.DatasetBrowser(shapes_dir)
+    data = b._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    png = base64.b64decode(data["image/png"])
+    assert png.startswith(b"\x89PNG")
+    assert "wb-dataset-browser" in b._dom_classes and "wb-overlay" in b.image._dom_classes
+
+
+def test_stats_figures(shapes_dir, tmp_path):
+    result = check_dataset(shapes_dir, tmp_path / "check", verbose=False)
+    fig = wbw.class_histogram(shapes_dir)
+    assert {t.name for t in fig.data} == {"train", "val"}
+    train = next(t for t in fig.data if t.name == "train")
+    assert dict(zip(train.x, train.y)) == result.stats["instances_per_class"]["train"]
+    figs = wbw.instance_stats_figures(result)
+    assert {"class_histogram", "instances_per_image", "mask_area"} <= set(figs)
+    panel = wbw.StatsPanel(shapes_dir)
+    tab = panel.children[0]
+    assert len(tab.children) == len(panel.figures)
+    assert "application/vnd.plotly.v1+json" in tab.children[0].outputs[0]["data"]
+
+
+def test_split_panel_runs_and_summarises(shapes_dir):
+    p = wbw.SplitPanel(str(shapes_dir), val_percent=50, seed=1)
+    parts = p.run()
+    assert len(parts["val"].images) == 6 and len(parts["train"].images) == 6
+    assert p.progress.bar_style == "success" and "wb-split-table" in p.summary.value
+    p.dataset_dir.value = str(shapes_dir / "missing")
+    p.run_button.click()  # errors are shown in the panel, not raised from a button
+    assert p.progress.bar_style == "danger" and "failed" in p.status.value and p.error is not None
+
+
+def test_convert_panel(demo_labelme_dir, tmp_path):
+    p = wbw.ConvertPanel(str(demo_labelme_dir), str(tmp_path / "ds"), val_percent=25)
+    conv = p.run()
+    assert conv.summary["images"] == len(conv.datasets["train"].images) + len(conv.datasets["val"].images)
+    assert "wb-category-table" in p.summary.value
+    for c in conv.summary["categories"]:
+        assert f">{c['name']}<" in p.summary.value
+    assert "text/html" in p._repr_mimebundle_()
+
+
+# ----------------------------------------------------------------------- predictions
+def _soft_results(n_images=2, size=(64, 64)):
+    """Results as a model gives them: scores, classes and soft masks (no model needed)."""
+    from workbench.engine.result import Result
+
+    rng = np.random.default_rng(0)
+    h, w = size
+    out = []
+    for k in range(n_images):
+        probs, boxes = [], []
+        for i in range(4):
+            yy, xx = np.mgrid[:h, :w]
+            cy, cx = 12 + 12 * i, 20 + 5 * k
+            d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+            probs.append((np.clip(1 - d / 14, 0, 1) * 255).astype(np.uint8))  # soft disc, radius ~14
+            boxes.append([cx - 10, cy - 10, cx + 10, cy + 10])
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        out.append(Result(input_path=f"img_{k}.png", image_size=size, boxes=boxes, scores=[0.9, 0.6, 0.3, 0.1],
+                          class_ids=[1, 2, 1, 2], class_names=["circle", "square", "circle", "square"],
+                          mask_probs=np.stack(probs), image=img, threshold=0.05))
+    return out
+
+
+def test_prediction_explorer_sliders_refilter(tmp_path):
+    results = _soft_results()
+    ex = wbw.PredictionExplorer(results, threshold=0.5, mask_threshold=0.5, output_dir=tmp_path)
+    assert ex.count == 2  # scores 0.9 and 0.6
+    png = ex.image.value
+    ex.threshold.value = 0.2
+    assert ex.count == 3 and ex.image.value != png and "<b>3</b> of 4" in ex.info.value
+    ex.threshold.value = 0.95
+    assert ex.count == 0
+    ex.threshold.value = 0.05
+    area_05 = ex.filtered.areas.sum()
+    ex.mask_threshold.value = 0.8  # re-binarised from the soft masks: smaller masks, same instances
+    assert ex.count == 4 and ex.filtered.areas.sum() < area_05
+    assert results[0].mask_threshold == 0.5  # the stored results are not changed
+    ex.image_dd.value = 1
+    assert ex.filtered.input_path == "img_1.png"
+    p = ex.save_json()
+    saved = json.loads(p.read_text())
+    assert len(saved["boxes"]) == 4 and saved["mask_threshold"] == 0.8
+    assert "download" in ex.download.value and "data:application/json;base64," in ex.download.value
+    assert "image/png" in ex._repr_mimebundle_()
+
+
+def test_prediction_explorer_without_soft_masks(tmp_path):
+    from workbench.engine.result import Result
+
+    r = _soft_results(1)[0].filter(threshold=0.05)
+    r.save_to_json(tmp_path / "x_res.json")
+    loaded = Result.from_json(tmp_path / "x_res.json")
+    loaded.image = r.image
+    ex = wbw.PredictionExplorer([loaded], threshold=0.5)
+    assert ex.mask_threshold.disabled and ex.count == 2
+    ex.threshold.value = 0.05
+    assert ex.count == 4
+
+
+def test_evaluation_explorer_ranks_and_draws(shapes_dir):
+    """Predictions made from the ground truth (one image's masks dropped) rank that image worst."""
+    from workbench.data.dataset import Dataset
+    from workbench.engine.coco_eval import evaluate_coco
+    from workbench.engine.result import Result
+
+    ds = Dataset.load_paddlex(shapes_dir, "val")
+    results = []
+    for k, (im, insts) in enumerate(ds.iter_images()):
+        _, masks = ds.masks(im)
+        keep = [] if k == 1 else list(range(len(insts)))
+        results.append(Result(input_path=str(ds.image_path(im)), image_size=(im.height, im.width),
+                              boxes=[[a.bbox[0], a.bbox[1], a.bbox[0] + a.bbox[2], a.bbox[1] + a.bbox[3]]
+                                     for a in (insts[i] for i in keep)],
+                              scores=[0.9] * len(keep), class_ids=[insts[i].category_id for i in keep],
+                              class_names=["x"] * len(keep), masks=masks[keep] if keep else np.zeros((0, 96, 96), bool)))
+    preds = [p for im, r in zip(ds.images, results) for p in r.to_coco(im.id)]
+    evaluation = {"split": "val", "dataset_dir": str(shapes_dir), "metrics": evaluate_coco(ds, preds)}
+    ex = wbw.EvaluationExplorer(evaluation, shapes_dir, results)
+    assert "wb-ap-table" in ex.table.value
+    worst_i, worst_q = ex.ranking[0]
+    assert worst_i == 1 and worst_q["f1"] == 0.0 and worst_q["fn"] == len(list(ds.iter_images())[1][1])
+    assert all(q["f1"] == 1.0 for i, q in ex.ranking[1:])
+    assert set(ex.pr["curves"]) == {"IoU 0.50", "IoU 0.75", "IoU 0.50:0.95"}
+    assert ex.figures()["pr_curves"].data
+    assert ex.pair is not None and "image/png" in ex._repr_mimebundle_()
+    ex.threshold.value = 0.95  # nothing passes: every image is now missing all instances
+    assert all(q["tp"] == 0 for _, q in ex.ranking)
+
+
+# ----------------------------------------------------------------------- training
+def test_training_panel_stop_really_stops(shapes_dir, tmp_path):
+    """Start trains in a subprocess; Stop ends it (the process is gone, no result 'done')."""
+    import time
+
+    pytest.importorskip("detectron2")
+    out = tmp_path / "train"
+    p = wbw.TrainingPanel(str(shapes_dir), str(out), epochs_iters=500, batch_size=1, input_size=96,
+                          model_kwargs={"depth": 18}, train_kwargs={"eval_interval": 1000, "log_interval": 1},
+                          poll_interval=0.3)
+    assert "MaskRCNN-ResNet50-FPN" in p.model.options
+    p.start_button.click()
+    assert p.running and p.stop_button.disabled is False
+    deadline = time.time() + 240
+    while time.time() < deadline and not p.records:  # wait for the first logged iteration
+        time.sleep(0.5)
+    assert p.records, f"no metrics within 240 s: {p.log_path.read_text()[-2000:]}"
+    assert p.progress.value >= 1
+    assert p.loss_out.outputs and "application/vnd.plotly.v1+json" in p.loss_out.outputs[0]["data"]
+    pid = p.process.pid
+    p.stop_button.click()
+    p.wait(30)
+    assert p.state == "stopped" and not p.running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    n = len(p.records)
+    time.sleep(2)
+    assert len(wbw.read_metrics(out / "metrics.jsonl")) == n  # nothing is written after Stop
+    res = json.loads((out / "train_result.json").read_text())
+    assert res["status"] != "done"
