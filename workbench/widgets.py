@@ -156,11 +156,12 @@ def _load_splits(source) -> dict:
 
 def dataset_stats(source) -> dict:
     """The check's statistics (instances/images per class, instances per image, mask areas)."""
-    from .data.check import CheckResult, _stats
+    from .data.check import CheckResult
+    from .data.check import dataset_stats as _split_stats
 
     if isinstance(source, CheckResult):
         return source.stats
-    return _stats(_load_splits(source))
+    return _split_stats(_load_splits(source))
 
 
 def class_histogram(source):

@@ -250,7 +250,8 @@ def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Prob
     return actual
 
 
-def _stats(datasets: dict[str, Dataset]) -> dict:
+def dataset_stats(datasets: dict[str, Dataset]) -> dict:
+    """Per-split statistics: instances and images per class, instances per image, mask areas, sizes."""
     s: dict = {"instances_per_class": {}, "images_per_class": {}, "instances_per_image": {},
                "mask_areas": {}, "mask_area_by_size": {}, "image_sizes": {}, "categories": []}
     first = next(iter(datasets.values()), None)
@@ -322,7 +323,7 @@ def check_dataset(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike 
                                         f"class '{name}' has {n} train instance(s) but none in val: "
                                         f"its AP cannot be measured", severity="warning"))
     check_pass = not any(p.severity == "error" for p in problems)
-    stats = _stats(datasets)
+    stats = dataset_stats(datasets)
     attributes: dict = {"num_classes": len(next(iter(datasets.values())).categories) if datasets else 0}
     analysis: dict = {}
     output_dir.mkdir(parents=True, exist_ok=True)
