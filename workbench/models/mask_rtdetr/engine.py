@@ -112,8 +112,13 @@ def _move_targets(targets, device):
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, device, scheduler=None,
                     ema: ModelEMA | None = None, clip_max_norm: float = 0.1, amp: bool | None = None,
-                    scaler=None, max_steps: int | None = None, log_every: int = 0, print_fn=print) -> dict:
-    """One pass over ``loader``; returns the mean of each loss term and of the total."""
+                    scaler=None, max_steps: int | None = None, log_every: int = 0, print_fn=print,
+                    on_step=None) -> dict:
+    """One pass over ``loader``; returns the mean of each loss term and of the total.
+
+    ``on_step(step, losses)``, if given, is called after every optimiser step with the float
+    value of each loss term and ``loss`` (the total). A NaN/inf loss raises ``FloatingPointError``
+    before the optimiser step (under DDP on every process, so none waits for the others)."""
     device = torch.device(device)
     amp = (device.type == "cuda") if amp is None else amp
     if amp and scaler is None:
@@ -133,8 +138,11 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, d
             outputs = _to_float(outputs)
             losses = criterion(outputs, targets)
             loss = total_loss(losses)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step}: { {k: float(v) for k, v in losses.items()} }")
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite.item()):
+            raise FloatingPointError(f"non-finite loss at step {step}: { {k: float(v.detach()) for k, v in losses.items()} }")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -156,6 +164,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader, optimizer, d
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         n += 1
+        if on_step is not None:
+            on_step(step, {**{k: float(v.detach()) for k, v in losses.items()}, "loss": float(loss.detach())})
         if log_every and step % log_every == 0:
             print_fn(f"step {step}: loss {float(loss):.4f}")
     return {k: v / max(n, 1) for k, v in sums.items()}
