@@ -1,0 +1,12 @@
+"""Models by PaddleX name: ``create_model(name, weights=None, device=None, **overrides)``.
+
+Families register their names in ``registry``; each factory is imported on first use.
+"""
+from .registry import (UnknownModelError, available_models, check_name, create_model, family_of,
+                       register_family)
+from .detectron2.names import DETECTRON2_MODELS
+
+register_family(list(DETECTRON2_MODELS), "workbench.models.detectron2.model:create_model", family="detectron2")
+
+__all__ = ["create_model", "available_models", "register_family", "check_name", "family_of",
+           "UnknownModelError", "DETECTRON2_MODELS"]

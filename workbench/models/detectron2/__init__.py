@@ -1,0 +1,9 @@
+"""The Detectron2 family: Mask R-CNN and Cascade Mask R-CNN with ResNet / ResNet-vd backbones.
+
+Detectron2 is used as a library: its model-zoo configs, model builder, data loader, trainer
+loop and checkpointer; our ResNet-vd backbone is registered in its ``BACKBONE_REGISTRY``.
+Importing this package does not import Detectron2 (see ``model.create_model``).
+"""
+from .names import DETECTRON2_MODELS
+
+__all__ = ["DETECTRON2_MODELS"]

@@ -1,0 +1,41 @@
+"""PaddleX model names of the Detectron2 family and the Detectron2 model-zoo config each starts from.
+
+``backbone``: ``"resnet"`` (Detectron2's own ResNet) or ``"resnet_vd"`` (ours, ``resnet_vd.py``:
+deep 3x3 stem and average-pool downsampling on the shortcut, as in PaddleX). SSLDv2 is PaddleX's
+name for ImageNet weights distilled with SSLD; the architecture is ResNet-vd, and as no pretrained
+weights are reachable here the SSLDv2 names build the same vd network as the plain vd names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Spec:
+    zoo_config: str          # path inside Detectron2's model_zoo/configs
+    depth: int
+    backbone: str = "resnet"  # resnet | resnet_vd
+    fpn: bool = True
+    cascade: bool = False
+    num_groups: int = 1
+    width_per_group: int = 64
+
+
+_FPN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
+_C4 = "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_3x.yaml"
+_R101 = "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml"
+_X101 = "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x.yaml"
+_CASCADE = "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml"
+
+DETECTRON2_MODELS: dict[str, Spec] = {
+    "MaskRCNN-ResNet50-FPN": Spec(_FPN, 50),
+    "MaskRCNN-ResNet50": Spec(_C4, 50, fpn=False),
+    "MaskRCNN-ResNet101-FPN": Spec(_R101, 101),
+    # PaddleX's ResNeXt101-vd is the 64x4d variant
+    "MaskRCNN-ResNeXt101-vd-FPN": Spec(_X101, 101, "resnet_vd", num_groups=64, width_per_group=4),
+    "MaskRCNN-ResNet50-vd-FPN": Spec(_FPN, 50, "resnet_vd"),
+    "MaskRCNN-ResNet101-vd-FPN": Spec(_R101, 101, "resnet_vd"),
+    "MaskRCNN-ResNet50-vd-SSLDv2-FPN": Spec(_FPN, 50, "resnet_vd"),
+    "Cascade-MaskRCNN-ResNet50-FPN": Spec(_CASCADE, 50, cascade=True),
+    "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN": Spec(_CASCADE, 50, "resnet_vd", cascade=True),
+}

@@ -1,0 +1,82 @@
+"""Inference with a Detectron2 R-CNN: RGB arrays in, ``Result`` out.
+
+The network runs as in Detectron2's ``DefaultPredictor`` (``ResizeShortestEdge`` to the test size,
+``INPUT.FORMAT`` channel order, ``model.inference``), but the post-processing is ours so that the
+soft mask probabilities are kept: boxes are scaled to the image and clipped as in
+``detector_postprocess``, detections under ``threshold`` are dropped *before* pasting (pasting a
+full-resolution mask is the expensive part), and masks are pasted once as uint8 probabilities
+(``paste_masks_in_image(threshold=-1)``) from which ``Result`` thresholds the bitmaps.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ...engine.result import Result
+from ._compat import import_detectron2
+
+
+class NetPredictor:
+    def __init__(self, net, cfg, category_ids: Sequence[int], class_names: Sequence[str], model_name: str = ""):
+        import_detectron2()
+        import detectron2.data.transforms as T
+
+        self.net = net
+        self.cfg = cfg
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        self.category_ids = np.asarray(list(category_ids), np.int64)
+        self.class_names = list(class_names)
+        self.model_name = model_name
+
+    def _inputs(self, images: Sequence[np.ndarray]) -> list[dict]:
+        import torch
+
+        out = []
+        for img in images:
+            arr = img[:, :, ::-1] if self.input_format == "BGR" else img
+            h, w = img.shape[:2]
+            arr = self.aug.get_transform(arr).apply_image(arr)
+            out.append({"image": torch.as_tensor(np.ascontiguousarray(arr.transpose(2, 0, 1)).astype("float32")),
+                        "height": h, "width": w})
+        return out
+
+    def __call__(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None,
+                 threshold: float = 0.5, mask_threshold: float = 0.5, keep_image: bool = True) -> list[Result]:
+        import torch
+        from detectron2.layers import paste_masks_in_image
+        from detectron2.structures import Boxes
+
+        paths = list(paths) if paths is not None else [None] * len(images)
+        inputs = self._inputs(images)
+        net = self.net
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                outputs = net.inference(inputs, do_postprocess=False)
+        finally:
+            net.train(was_training)
+        results = []
+        for img, path, inp, inst in zip(images, paths, inputs, outputs):
+            h, w = inp["height"], inp["width"]
+            inst = inst.to("cpu")
+            boxes = Boxes(inst.pred_boxes.tensor.clone())
+            boxes.scale(w / inst.image_size[1], h / inst.image_size[0])
+            boxes.clip((h, w))
+            keep = boxes.nonempty() & (inst.scores >= threshold)
+            idx = torch.nonzero(keep).flatten()
+            boxes = Boxes(boxes.tensor[idx])
+            scores = inst.scores[idx]
+            labels = inst.pred_classes[idx]
+            probs = None
+            if inst.has("pred_masks"):
+                probs = paste_masks_in_image(inst.pred_masks[idx][:, 0], boxes, (h, w), threshold=-1).numpy()
+            lab = labels.numpy()
+            results.append(Result(
+                input_path=path, image_size=(h, w), boxes=boxes.tensor.numpy(), scores=scores.numpy(),
+                class_ids=self.category_ids[lab] if len(lab) else np.zeros(0, np.int64),
+                class_names=[self.class_names[i] for i in lab], mask_probs=probs, mask_threshold=mask_threshold,
+                threshold=threshold, image=img if keep_image else None, model_name=self.model_name))
+        return results
