@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml workbench/install_detectron2.py
 	$(PY) workbench/install_detectron2.py
 	touch $(STAMP)
 
-# The main job: the whole step pipeline on the demo data, results in runs/demo.
+# The main job: the whole step pipeline (convert, check, split, train, evaluate, predict) on the
+# demo data as the six step notebooks run in batch; executed notebooks and every step's files in
+# runs/demo. `workbench demo --output DIR` (without --notebooks) runs the same steps as Python calls.
 demo: setup
-	$(VENV)/bin/workbench demo --output runs/demo
+	$(VENV)/bin/workbench demo --notebooks --output runs/demo
 
 # The test suite (slow tests included), as CI runs it.
 test: setup

@@ -90,7 +90,11 @@ def _step_main(argv: list[str]) -> int:
     p.add_argument("--output", default="runs/demo")
     p.add_argument("--data", default=str(REPO_DATA / "demo_labelme"))
     p.add_argument("--model", default="MaskRCNN-ResNet50-FPN")
-    p.add_argument("--iters", type=int, default=None, help="training iterations (default: the demo's own)")
+    p.add_argument("--iters", type=int, default=10, help="training iterations (0: data steps only)")
+    p.add_argument("--input-size", type=int, default=320)
+    p.add_argument("--notebooks", action="store_true",
+                   help="run the six step notebooks in batch (executed copies in OUTPUT/notebooks) "
+                        "instead of the same steps as plain Python calls")
 
     args = ap.parse_args(argv)
     if args.step == "check":
@@ -129,9 +133,15 @@ def _step_main(argv: list[str]) -> int:
         print({k: repr(v) for k, v in d.items()})
         return 0
     if args.step == "demo":
+        if args.notebooks:
+            from .notebooks import run_all_notebooks
+
+            run_all_notebooks(args.output, labelme_dir=args.data, model=args.model, epochs_iters=args.iters,
+                              input_size=args.input_size)
+            return 0
         from .steps import run_demo
 
-        run_demo(args.output, data=args.data, model=args.model, iters=args.iters)
+        run_demo(args.output, data=args.data, model=args.model, iters=args.iters, input_size=args.input_size)
         return 0
     return 2
 

@@ -43,10 +43,13 @@ def run_config(cfg: dict):
 
 
 def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
-             model: str = "MaskRCNN-ResNet50-FPN", iters: int | None = None) -> dict:
-    """The README's main job: every step on the bundled real LabelMe demo data.
+             model: str = "MaskRCNN-ResNet50-FPN", iters: int = 10, input_size: int = 320,
+             device: str = "cpu") -> dict:
+    """The whole step pipeline in Python on the bundled real LabelMe demo data:
+    convert -> split -> check -> train (briefly) -> evaluate -> predict.
 
-    The demo data is copied first; nothing in ``data/`` is modified.
+    The demo data is copied first; nothing in ``data/`` is modified. Each step writes its own
+    folder under ``output`` and ``pipeline_result.json`` sums them up.
     """
     from .data.check import check_dataset
     from .data.labelme import convert_labelme
@@ -56,7 +59,7 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
     data = Path(data) if data else Path(__file__).resolve().parents[1] / "data" / "demo_labelme"
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: demo data folder not found")
-    summary: dict = {"output": str(output), "source": str(data), "steps": {}}
+    summary: dict = {"output": str(output), "source": str(data), "model": model, "steps": {}}
     t0 = time.time()
     work = output / "labelme"
     if work.exists():
@@ -66,19 +69,45 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
     if dataset_dir.exists():
         shutil.rmtree(dataset_dir)
 
-    print("== 1/3 convert LabelMe -> COCO")
+    print("== 1/6 convert LabelMe -> COCO", flush=True)
     convert_labelme(work, dataset_dir)
     summary["steps"]["convert"] = {"dataset_dir": str(dataset_dir)}
 
-    print("== 2/3 split train/val 80/20 (seed 0)")
+    print("== 2/6 split train/val 80/20 (seed 0)", flush=True)
     parts = split_dataset(dataset_dir, 80, 20, seed=0)
     summary["steps"]["split"] = {k: len(v.images) for k, v in parts.items()}
 
-    print("== 3/3 check")
+    print("== 3/6 check", flush=True)
     r = check_dataset(dataset_dir, output / "check")
-    summary["steps"]["check"] = {"check_pass": r.check_pass, "result": str(output / "check" / "check_dataset_result.json")}
+    summary["steps"]["check"] = {"check_pass": r.check_pass,
+                                 "result": str(output / "check" / "check_dataset_result.json")}
     if not r.check_pass:
         raise ValueError("the demo dataset failed its check; see " + str(output / "check"))
+
+    if iters > 0:
+        from .models import create_model
+
+        print(f"== 4/6 train {model} for {iters} iterations at {input_size} px", flush=True)
+        m = create_model(model, device=device)
+        tr = m.train(dataset_dir, epochs_iters=iters, batch_size=2, output=output / "train",
+                     input_size=input_size, eval_interval=iters, save_interval=iters)
+        summary["steps"]["train"] = {"result": str(output / "train" / "train_result.json")}
+
+        print("== 5/6 evaluate", flush=True)
+        ev = m.evaluate(dataset_dir, output=output / "evaluate")
+        summary["steps"]["evaluate"] = {"result": str(output / "evaluate" / "evaluate_result.json"),
+                                        "segm_AP": ev["metrics"]["segm"]["AP"], "bbox_AP": ev["metrics"]["bbox"]["AP"]}
+
+        print("== 6/6 predict on the val images", flush=True)
+        val = parts["val"]
+        pred_dir = output / "predict"
+        n = 0
+        for res in m.predict([val.image_path(im) for im in val.images], threshold=0.3):
+            res.save_to_img(pred_dir)
+            res.save_to_json(pred_dir)
+            n += 1
+        summary["steps"]["predict"] = {"output": str(pred_dir), "images": n}
+        del tr
     summary["seconds"] = round(time.time() - t0, 1)
     atomic_write_json(output / "pipeline_result.json", summary)
     print(f"demo pipeline done in {summary['seconds']} s; summary in {output / 'pipeline_result.json'}")
