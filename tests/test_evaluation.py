@@ -110,9 +110,13 @@ def test_evaluate_writes_result_and_report(shapes_dir, tmp_path):
     (tmp_path / "dets.json").write_text(json.dumps(dets))
     rep = evaluate(tmp_path / "dets.json", shapes_dir, tmp_path / "eval")
     res = json.loads((tmp_path / "eval" / "evaluate_result.json").read_text())
+    assert res == json.loads(json.dumps(rep.to_dict()))
     for t in ("bbox", "segm"):
-        assert set(STAT_NAMES) <= set(res[t])
-        assert set(res[t]["per_class"]) == {"circle", "square"}
+        assert set(STAT_NAMES) <= set(res["metrics"][t])
+        assert set(res["metrics"][t]["per_class"]) == {"circle", "square"}
+    pr = res["analysis"]["pr_curves"]
+    assert set(pr["curves"]) == {"IoU 0.50", "IoU 0.75", "IoU 0.50:0.95"}
+    assert len(pr["curves"]["IoU 0.50"]["circle"]) == len(pr["recall"]) == 101
     assert res["analysis"]["confusion_matrix"]["labels"] == ["circle", "square", "background"]
     assert len(res["analysis"]["per_image"]) == len(gt.images)
     assert (tmp_path / "eval" / "report.md").read_text().startswith("# Evaluation report")

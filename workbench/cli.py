@@ -15,6 +15,7 @@ Steps::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def _paddlex_main(argv: list[str]) -> int:
     except (ConfigError, NotImplementedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input, missing weights, divergence
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e}\n(set WORKBENCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -35,11 +35,32 @@ def run_config(cfg: dict):
     mode = cfg["Global"]["mode"]
     if mode == "check_dataset":
         return run_check_dataset(cfg)
+    if mode == "export":
+        return run_export(cfg)
     try:
         from .engine.pipeline import run_config as run_model_mode
     except ImportError as e:
         raise NotImplementedError(f"Global.mode={mode} is not available in this build ({e})") from e
     return run_model_mode(cfg)
+
+
+def run_export(cfg: dict) -> dict:
+    """``Global.mode=export``: ONNX of the trained model's inference graph (masks included) into
+    ``<output>/inference/model.onnx``. Built for the Mask-RT-DETR family."""
+    from .models import create_model, family_of
+
+    g = cfg["Global"]
+    if family_of(g["model"]) != "mask_rtdetr":
+        raise NotImplementedError(f"Global.mode=export: ONNX export is built for the Mask-RT-DETR models; "
+                                  f"{g['model']} ({family_of(g['model'])} family) has none yet")
+    output = Path(g["output"])
+    weights = cfg["Predict"]["model_dir"] or str(output / "best_model")
+    model = create_model(g["model"], weights=weights, device="cpu")
+    path = model.export_onnx(output / "inference" / "model.onnx")
+    res = {"done_flag": True, "model_name": g["model"], "weights": weights, "onnx": str(path)}
+    atomic_write_json(output / "export_result.json", res)
+    print(f"exported {g['model']} to {path}")
+    return res
 
 
 def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,

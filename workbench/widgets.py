@@ -914,37 +914,19 @@ def image_quality(gt_masks: np.ndarray, gt_classes: Sequence[int], result, thres
 
 
 def pr_curves(dataset, results: Sequence, iou_type: str = "segm") -> dict:
-    """Precision/recall curves per class at IoU 0.50, 0.75 and averaged over 0.50:0.95 (pycocotools).
-
-    Returns ``{"recall": [...101 points], "curves": {iou_label: {class_name: precision list}}}``
-    (``None`` where a class has no ground truth)."""
-    import contextlib
-    import io
-
-    from pycocotools.cocoeval import COCOeval
+    """Precision/recall curves per class at IoU 0.50, 0.75 and averaged over 0.50:0.95, from the
+    model's ``Result`` per image of ``dataset`` (in order): ``{"recall": [...], "curves": {iou_label:
+    {class_name: precision list or None}}}`` — the format of ``evaluate_result.json``'s analysis."""
+    from .evaluation.analysis import pr_curves as _pr
+    from .evaluation.metrics import coco_metrics
 
     preds = []
     for im, r in zip(dataset.images, results):
         preds.extend(r.to_coco(im.id))
-    gt = dataset.to_pycocotools()
-    rec = np.linspace(0, 1, 101)
-    names = {c.id: c.name for c in dataset.categories}
     if not preds:
-        return {"recall": rec.tolist(), "curves": {}}
-    if iou_type == "bbox":
-        preds = [{k: v for k, v in p.items() if k != "segmentation"} for p in preds]
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(gt, gt.loadRes(preds), iou_type)
-        ev.evaluate()
-        ev.accumulate()
-    prec = ev.eval["precision"]  # [T, R, K, A, M]
-    curves: dict = {}
-    for label, t in (("IoU 0.50", [0]), ("IoU 0.75", [5]), ("IoU 0.50:0.95", list(range(10)))):
-        curves[label] = {}
-        for k, cid in enumerate(ev.params.catIds):
-            p = prec[t, :, k, 0, -1]
-            curves[label][names[cid]] = None if (p < 0).all() else np.where(p < 0, 0, p).mean(0).tolist()
-    return {"recall": rec.tolist(), "curves": curves}
+        return {"recall": np.linspace(0, 1, 101).tolist(), "curves": {}}
+    m = coco_metrics(dataset, preds, iou_types=(iou_type,), keep_arrays=True)
+    return _pr(m[iou_type], {c.id: c.name for c in dataset.categories})
 
 
 def pr_figure(pr: dict, iou_label: str = "IoU 0.50"):
@@ -1000,7 +982,7 @@ class EvaluationExplorer(StaticFallback, W.VBox):
         self.max_side = max_side
         self.table = W.HTML(ap_table_html(evaluation))
         self.table.add_class("wb-ap")
-        stored = evaluation.get("metrics", {}).get("segm", {}).get("pr_curves")
+        stored = evaluation.get("analysis", {}).get("pr_curves")
         self.pr = stored or (pr_curves(self.dataset, self.results) if self.results is not None and self.dataset
                              else None)
         self.iou = W.Dropdown(options=list((self.pr or {}).get("curves", {})) or ["IoU 0.50"], description="PR at")

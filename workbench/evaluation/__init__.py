@@ -35,6 +35,18 @@ class EvalReport:
     sweep: dict = field(default_factory=dict)
     pr: dict = field(default_factory=dict)
     output_dir: Path | None = None
+    info: dict = field(default_factory=dict)  # model_name, weights, dataset_dir, split… for the result file
+    worst: list = field(default_factory=list)  # written worst-image renderings
+
+    def to_dict(self) -> dict:
+        """The contents of ``evaluate_result.json``: what was evaluated, the metrics, the analysis."""
+        d = {"done_flag": True, **self.info,
+             "metrics": {k: v for k, v in self.metrics.items() if k != "analysis"}}
+        if "analysis" in self.metrics:
+            d["analysis"] = self.metrics["analysis"]
+        if self.worst:
+            d["worst_images"] = self.worst
+        return d
 
     def __getitem__(self, key):
         return self.metrics[key]
@@ -54,10 +66,11 @@ class EvalReport:
         if self.pr:
             fig = go.Figure()
             rec = self.pr["recall"]
-            for cname, curves in self.pr["curves"].items():
-                for iou, p in curves.items():
-                    fig.add_trace(go.Scatter(x=rec, y=p, mode="lines", name=f"{cname} @ IoU {iou}",
-                                             visible=True if iou == "0.50" else "legendonly"))
+            for label, per_class in self.pr["curves"].items():
+                for cname, p in per_class.items():
+                    if p is not None:
+                        fig.add_trace(go.Scatter(x=rec, y=p, mode="lines", name=f"{cname} @ {label}",
+                                                 visible=True if label == "IoU 0.50" else "legendonly"))
             fig.update_layout(title="Precision-recall per class (mask)", xaxis_title="recall",
                               yaxis_title="precision", template="plotly_white", height=420,
                               yaxis_range=[0, 1.02], xaxis_range=[0, 1])
@@ -126,17 +139,19 @@ def _pct(v: float) -> str:
 
 def evaluate(predictions: Any, dataset: Dataset | str | os.PathLike, output_dir: str | os.PathLike | None = None,
              iou_types=("bbox", "segm"), backend: str = "auto", score_threshold: float = 0.5,
-             analysis: bool = True, num_worst: int = 6) -> EvalReport:
+             analysis: bool = True, num_worst: int = 6, info: dict | None = None) -> EvalReport:
     """COCO metrics + error analysis of ``predictions`` against ``dataset``.
 
     predictions: ``Result`` objects, COCO result dicts, or a COCO results JSON path.
     dataset: a ``Dataset``, a COCO JSON, or a PaddleX dataset dir (its val split).
-    output_dir: if given, writes ``evaluate_result.json``, ``report.md``, ``report.html`` and PNG plots.
+    output_dir: if given, writes ``evaluate_result.json`` (``EvalReport.to_dict()``), ``report.md``,
+    ``report.html`` and renderings of the worst images.
+    info: what is evaluated (model name, weights, dataset dir, split…), copied into the result file.
     """
     gt = resolve_dataset(dataset)
     dets = load_detections(predictions, gt)
     m = coco_metrics(gt, dets, iou_types, backend, keep_arrays=True)
-    report = EvalReport(metrics={}, dataset=gt, detections=dets)
+    report = EvalReport(metrics={}, dataset=gt, detections=dets, info=dict(info or {}))
     names = {c.id: c.name for c in gt.categories}
     if analysis and "segm" in m and "_precision" in m["segm"]:
         report.pr = pr_curves(m["segm"], names)
@@ -175,9 +190,9 @@ def write_report(report: EvalReport, output_dir: str | os.PathLike, num_worst: i
             p = out / "worst_images" / f"{i:02d}_{Path(e.file_name).stem}.png"
             viz.save_image(p, img)
             pngs.setdefault("worst", []).append((e, p))
-    result = {"done_flag": True, **{k: v for k, v in m.items()}}
-    result["worst_images"] = [{"image_id": e.image_id, "file_name": e.file_name, "path": str(p), **e.counts}
-                              for e, p in pngs.get("worst", [])]
+    report.worst = [{"image_id": e.image_id, "file_name": e.file_name, "path": str(p), **e.counts}
+                    for e, p in pngs.get("worst", [])]
+    result = report.to_dict()
     atomic_write_json(out / "evaluate_result.json", result)
     lines = ["# Evaluation report", "",
              f"{m.get('num_images')} images, {m.get('num_detections')} detections, backend {m.get('backend')}.", ""]
@@ -200,9 +215,9 @@ def write_report(report: EvalReport, output_dir: str | os.PathLike, num_worst: i
         s = a["threshold_sweep"]
         if s.get("best_threshold") is not None:
             lines += ["", f"Best F1 {s['best_f1']:.3f} at score threshold {s['best_threshold']}."]
-        if result["worst_images"]:
+        if report.worst:
             lines += ["", "## Worst images (left: ground truth, right: predictions)", ""]
-            for w in result["worst_images"]:
+            for w in report.worst:
                 rel = Path(w["path"]).relative_to(out)
                 lines += [f"**{w['file_name']}** — missed {w['missed']}, wrong class {w['wrong_class']}, "
                           f"duplicate {w['duplicate']}, poor mask {w['poor_mask']}, background {w['background']}",

@@ -184,18 +184,17 @@ def threshold_sweep(gt: Dataset, dets: list[dict], thresholds=None, iou: float =
 
 
 def pr_curves(metrics_for_type: dict, names: dict[int, str]) -> dict:
-    """PR curves per class at IoU 0.50, 0.75 and averaged 0.50:0.95, from COCOeval's arrays."""
+    """PR curves per class at IoU 0.50, 0.75 and averaged over 0.50:0.95, from COCOeval's arrays
+    (area "all", 100 detections): ``{"recall": [101 points], "curves": {"IoU 0.50": {class: [...]}}}``,
+    a class's list is ``None`` when it has no ground truth."""
     prec = metrics_for_type["_precision"]
-    rec_thrs = metrics_for_type["_rec_thrs"]
     iou_thrs = metrics_for_type["_iou_thrs"]
-    out = {"recall": [float(r) for r in rec_thrs], "curves": {}}
-    for k, cid in enumerate(metrics_for_type["_cat_ids"]):
-        curves = {}
-        for label, sel in (("0.50", np.isclose(iou_thrs, 0.5)), ("0.75", np.isclose(iou_thrs, 0.75)),
-                           ("0.50:0.95", np.ones_like(iou_thrs, bool))):
+    out = {"recall": [float(r) for r in metrics_for_type["_rec_thrs"]], "curves": {}}
+    for label, sel in (("IoU 0.50", np.isclose(iou_thrs, 0.5)), ("IoU 0.75", np.isclose(iou_thrs, 0.75)),
+                       ("IoU 0.50:0.95", np.ones_like(iou_thrs, bool))):
+        out["curves"][label] = {}
+        for k, cid in enumerate(metrics_for_type["_cat_ids"]):
             p = prec[sel, :, k, 0, -1]
-            p = np.where(p < 0, np.nan, p)
-            curves[label] = [None if np.isnan(v) else float(v) for v in np.nanmean(p, axis=0)] \
-                if not np.all(np.isnan(p)) else [None] * len(rec_thrs)
-        out["curves"][names.get(cid, str(cid))] = curves
+            out["curves"][label][names.get(cid, str(cid))] = \
+                None if (p < 0).all() else np.where(p < 0, 0, p).mean(0).tolist()
     return out

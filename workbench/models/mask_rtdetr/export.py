@@ -34,6 +34,7 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int = 640, num_t
                 opset: int = 17, batch_size: int = 1) -> Path:
     """Export with a fixed input size (anchors and position embeddings are baked in)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportWrapper(model, num_top_queries).eval()
     dummy = torch.rand(batch_size, 3, image_size, image_size)
     with torch.no_grad():

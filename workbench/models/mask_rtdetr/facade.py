@@ -476,14 +476,9 @@ class MaskRTDETRModel:
             raise ValueError(f"{self.name} has no trained weights; evaluate needs weights=... in create_model")
         self._check_classes(ds, f"dataset {ds.source}")
         dets = self._coco_predictions(self.net, ds, batch_size)
-        report = evaluate(dets, ds, output_dir=output)  # writes evaluate_result.json, report.md/html, plots
-        res = {"done_flag": True, "model_name": self.name, "weights": self.weights, "dataset_dir": str(dataset_dir),
-               "split": split, "metrics": report.metrics, "wall_time_s": round(time.perf_counter() - t0, 2)}
-        if output is not None:  # the metrics file also says which model and weights it is about
-            path = Path(output) / "evaluate_result.json"
-            atomic_write_json(path, {**json.loads(path.read_text()),
-                                     **{k: v for k, v in res.items() if k != "metrics"}})
-        return res
+        info = {"model_name": self.name, "weights": self.weights, "dataset_dir": str(dataset_dir), "split": split}
+        report = evaluate(dets, ds, output_dir=output, info=info)  # evaluate_result.json + report.md/html
+        return {**report.to_dict(), "wall_time_s": round(time.perf_counter() - t0, 2)}
 
     # ------------------------------------------------------------------ train
     def train(self, dataset_dir: str | os.PathLike, epochs_iters: int = 20, batch_size: int = 4,
