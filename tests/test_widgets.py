@@ -187,7 +187,7 @@ def test_prediction_explorer_without_soft_masks(tmp_path):
 def test_evaluation_explorer_ranks_and_draws(shapes_dir):
     """Predictions made from the ground truth (one image's masks dropped) rank that image worst."""
     from workbench.data.dataset import Dataset
-    from workbench.engine.coco_eval import evaluate_coco
+    from workbench.evaluation import coco_metrics
     from workbench.engine.result import Result
 
     ds = Dataset.load_paddlex(shapes_dir, "val")
@@ -201,7 +201,7 @@ def test_evaluation_explorer_ranks_and_draws(shapes_dir):
                               scores=[0.9] * len(keep), class_ids=[insts[i].category_id for i in keep],
                               class_names=["x"] * len(keep), masks=masks[keep] if keep else np.zeros((0, 96, 96), bool)))
     preds = [p for im, r in zip(ds.images, results) for p in r.to_coco(im.id)]
-    evaluation = {"split": "val", "dataset_dir": str(shapes_dir), "metrics": evaluate_coco(ds, preds)}
+    evaluation = {"split": "val", "dataset_dir": str(shapes_dir), "metrics": coco_metrics(ds, preds)}
     ex = wbw.EvaluationExplorer(evaluation, shapes_dir, results)
     assert "wb-ap-table" in ex.table.value
     worst_i, worst_q = ex.ranking[0]

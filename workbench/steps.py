@@ -110,7 +110,7 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
 
         print(f"== 4/6 train {model} for {iters} iterations at {input_size} px", flush=True)
         m = create_model(model, device=device)
-        tr = m.train(dataset_dir, epochs_iters=iters, batch_size=2, output=output / "train",
+        m.train(dataset_dir, epochs_iters=iters, batch_size=2, output=output / "train",
                      input_size=input_size, eval_interval=iters, save_interval=iters)
         summary["steps"]["train"] = {"result": str(output / "train" / "train_result.json")}
 
@@ -128,7 +128,6 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
             res.save_to_json(pred_dir)
             n += 1
         summary["steps"]["predict"] = {"output": str(pred_dir), "images": n}
-        del tr
     summary["seconds"] = round(time.time() - t0, 1)
     atomic_write_json(output / "pipeline_result.json", summary)
     print(f"demo pipeline done in {summary['seconds']} s; summary in {output / 'pipeline_result.json'}")

@@ -947,7 +947,11 @@ def ap_table_html(evaluation: dict) -> str:
     m = evaluation.get("metrics", evaluation)
     bbox, segm = m.get("bbox", {}), m.get("segm", {})
     classes = list(dict.fromkeys([*segm.get("per_class", {}), *bbox.get("per_class", {})]))
-    rows = [(c, bbox.get("per_class", {}).get(c), segm.get("per_class", {}).get(c)) for c in classes]
+    def ap(per_class: dict, c: str):
+        v = per_class.get(c)
+        return v.get("AP") if isinstance(v, dict) else v
+
+    rows = [(c, ap(bbox.get("per_class", {}), c), ap(segm.get("per_class", {}), c)) for c in classes]
     rows = [tuple(float("nan") if v is None else v for v in r) for r in rows]
     per_class = _table_html(rows, ["class", "box AP", "mask AP"], "wb-ap-table")
     keys = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"]

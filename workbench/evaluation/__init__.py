@@ -16,9 +16,10 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..utils.io import atomic_write_json, atomic_write_text
 from .analysis import ERROR_KINDS, error_breakdown, pr_curves, threshold_sweep
-from .metrics import STAT_NAMES, coco_metrics, load_detections, resolve_dataset
+from .metrics import STAT_NAMES, coco_metrics, flat_metrics, load_detections, resolve_dataset
 
-__all__ = ["evaluate", "EvalReport", "coco_metrics", "error_breakdown", "threshold_sweep", "STAT_NAMES"]
+__all__ = ["evaluate", "EvalReport", "coco_metrics", "flat_metrics", "error_breakdown", "threshold_sweep",
+           "STAT_NAMES"]
 
 
 @dataclass
@@ -133,7 +134,7 @@ class EvalReport:
         return out
 
 
-def _pct(v: float) -> str:
+def _pct(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) or v < 0 else f"{100 * v:.1f}"
 
 

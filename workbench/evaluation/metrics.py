@@ -144,17 +144,28 @@ def _per_class(precision: np.ndarray, recall: np.ndarray, cat_ids: list[int], na
         p50 = p50[p50 > -1]
         out[names.get(cid, str(cid))] = {
             "category_id": int(cid),
-            "AP": float(p.mean()) if p.size else float("nan"),
-            "AP50": float(p50.mean()) if p50.size else float("nan"),
-            "AR100": float(r.mean()) if r.size else float("nan"),
+            "AP": float(p.mean()) if p.size else None,
+            "AP50": float(p50.mean()) if p50.size else None,
+            "AR100": float(r.mean()) if r.size else None,
         }
     return out
 
 
+def _stat(v: float) -> float | None:
+    """COCOeval's -1 ("no ground truth in this range") becomes None, as JSON has no NaN."""
+    v = float(v)
+    return None if v < 0 or not np.isfinite(v) else v
+
+
+def flat_metrics(metrics: dict) -> dict:
+    """``{"bbox_AP": ..., "segm_AP50": ...}`` from ``coco_metrics``' result (per-class left out)."""
+    return {f"{t}_{k}": metrics[t][k] for t in IOU_TYPES if t in metrics for k in STAT_NAMES}
+
+
 def coco_metrics(gt: Dataset, predictions: Any, iou_types: Iterable[str] = IOU_TYPES,
                  backend: str = "auto", keep_arrays: bool = False) -> dict:
-    """Metrics per IoU type. Values are fractions in [0, 1]; -1 where COCO defines none (no GT of a
-    size range), NaN per class when the class has no GT."""
+    """Metrics per IoU type. Values are fractions in [0, 1]; None where COCO defines none (no GT of
+    a size range, or of a class)."""
     if backend == "auto":
         try:
             import faster_coco_eval  # noqa: F401
@@ -178,7 +189,7 @@ def coco_metrics(gt: Dataset, predictions: Any, iou_types: Iterable[str] = IOU_T
                                                                         "AR100": 0.0} for c, n in names.items()}}
             continue
         stats, precision, recall, cat_ids, params = res
-        m = {k: float(v) for k, v in zip(STAT_NAMES, stats)}
+        m = {k: _stat(v) for k, v in zip(STAT_NAMES, stats)}
         m["per_class"] = _per_class(precision, recall, cat_ids, names)
         if keep_arrays:
             m["_precision"] = precision

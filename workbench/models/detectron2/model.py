@@ -16,7 +16,6 @@ import numpy as np
 
 from ...data.dataset import Dataset, read_image_rgb
 from ...engine.result import Result
-from ...utils.io import atomic_write_json
 from ._compat import import_detectron2
 from .data import ClassMap
 from .names import DETECTRON2_MODELS
@@ -190,19 +189,19 @@ class Detectron2Model:
                  split: str = "val", batch_size: int = 1) -> dict:
         """COCO bbox and segm AP (AP, AP50, AP75, APs/m/l, AR…, per class) on a split of a
         PaddleX-layout dataset; written to ``<output>/evaluate_result.json`` when ``output`` is given."""
-        from .trainer import evaluate_net
+        from ...evaluation import evaluate
+        from .trainer import predict_split
 
         t0 = time.perf_counter()
         ds = Dataset.load_paddlex(dataset_dir, split)
         if self.classes is None:
             raise ValueError(f"{self.name} has no trained weights; evaluate needs weights=... in create_model")
         ClassMap.from_dataset(ds).check_same(self.classes, f"dataset {ds.source}", f"model weights {self.weights}")
-        metrics = evaluate_net(self.net, self.cfg, ds, self.classes, self.name, batch_size=batch_size)
-        res = {"done_flag": True, "model_name": self.name, "weights": self.weights, "dataset_dir": str(dataset_dir),
-               "split": split, "metrics": metrics, "wall_time_s": round(time.perf_counter() - t0, 2)}
-        if output is not None:
-            atomic_write_json(Path(output) / "evaluate_result.json", res)
-        return res
+        results = predict_split(self.net, self.cfg, ds, self.classes, self.name, batch_size=batch_size)
+        dets = [d for im, r in zip(ds.images, results) for d in r.to_coco(im.id)]
+        info = {"model_name": self.name, "weights": self.weights, "dataset_dir": str(dataset_dir), "split": split}
+        report = evaluate(dets, ds, output_dir=output, info=info)  # evaluate_result.json + report.md/html
+        return {**report.to_dict(), "wall_time_s": round(time.perf_counter() - t0, 2)}
 
     # ------------------------------------------------------------------ train
     def train(self, dataset_dir: str | os.PathLike, epochs_iters: int = 1000, batch_size: int = 2,

@@ -339,21 +339,27 @@ def compute_val_loss(net, cfg, dicts: list[dict]) -> dict[str, float]:
     return out
 
 
-def evaluate_net(net, cfg, ds: Dataset, classes, model_name: str, batch_size: int = 1) -> dict:
-    """COCO bbox/segm metrics of ``net`` on ``ds`` (full result of ``evaluate_coco``)."""
-    from ...engine.coco_eval import evaluate_coco
+def predict_split(net, cfg, ds: Dataset, classes, model_name: str, batch_size: int = 1) -> list:
+    """One ``Result`` per image of ``ds`` (in order), every detection kept (threshold 0)."""
     from .predictor import NetPredictor
 
     pred = NetPredictor(net, cfg, classes.category_ids, classes.names, model_name)
-    coco_preds = []
+    out = []
     items = list(ds.iter_images())
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
         imgs = [ds.load_image(im) for im, _ in chunk]
-        results = pred(imgs, [str(ds.image_path(im)) for im, _ in chunk], threshold=0.0, keep_image=False)
-        for (im, _), r in zip(chunk, results):
-            coco_preds.extend(r.to_coco(im.id))
-    return evaluate_coco(ds, coco_preds)
+        out.extend(pred(imgs, [str(ds.image_path(im)) for im, _ in chunk], threshold=0.0, keep_image=False))
+    return out
+
+
+def evaluate_net(net, cfg, ds: Dataset, classes, model_name: str, batch_size: int = 1) -> dict:
+    """COCO bbox/segm metrics of ``net`` on ``ds`` (``workbench.evaluation.coco_metrics``)."""
+    from ...evaluation import coco_metrics
+
+    results = predict_split(net, cfg, ds, classes, model_name, batch_size)
+    dets = [d for im, r in zip(ds.images, results) for d in r.to_coco(im.id)]
+    return coco_metrics(ds, dets)
 
 
 # ------------------------------------------------------------------------ one process
@@ -364,7 +370,7 @@ def train_main(spec: TrainSpec) -> dict | None:
     from detectron2.solver import build_lr_scheduler, build_optimizer
     from detectron2.utils.env import seed_all_rng
 
-    from ...engine.coco_eval import flat_metrics
+    from ...evaluation import flat_metrics
     from .config import build_cfg
     from .data import ClassMap, mask_format_for, register, to_detectron2_dicts
 
@@ -428,7 +434,7 @@ def train_main(spec: TrainSpec) -> dict | None:
             m = compute_val_loss(net, cfg, val_dicts)
             full = evaluate_net(net, cfg, val_ds, classes, spec.model_name)
             m.update(flat_metrics(full))
-            m["per_class_segm_AP"] = full["segm"]["per_class"]
+            m["per_class_segm_AP"] = {n: v["AP"] for n, v in full["segm"]["per_class"].items()}
             return m
 
         def save_best(it: int, metrics: dict) -> None:

@@ -187,7 +187,6 @@ class MaskRTDETRTransformer(nn.Module):
         return logits, masks
 
     def _decoder_input(self, memory, mask_feat, spatial_shapes, dn_class=None, dn_bbox_unact=None):
-        bs = memory.shape[0]
         anchors, valid = self.generate_anchors(spatial_shapes, memory.device, memory.dtype)
         memory = torch.where(valid, memory, torch.zeros_like(memory))
         out_memory = self.enc_output(memory)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import math
 from pathlib import Path
 
@@ -210,9 +209,8 @@ def predict_images(model: nn.Module, images: list[np.ndarray], threshold: float 
 
 
 def evaluate_coco(model: nn.Module, ds, size: int = 640, device=None, num_top_queries: int = 100) -> dict:
-    """COCO bbox and segm AP of ``model`` on a ``workbench`` Dataset (pycocotools)."""
+    """COCO bbox and segm metrics (``bbox_AP``, ``segm_AP50``…) of ``model`` on a ``workbench`` Dataset."""
     from pycocotools import mask as mask_utils
-    from pycocotools.cocoeval import COCOeval
 
     inv = {i: cid for cid, i in category_index(ds).items()}
     infos = list(ds.images)
@@ -225,20 +223,9 @@ def evaluate_coco(model: nn.Module, ds, size: int = 640, device=None, num_top_qu
             rle["counts"] = rle["counts"].decode("ascii")
             dets.append({"image_id": info.id, "category_id": inv[int(l)], "score": float(s), "segmentation": rle,
                          "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
-    result = {"bbox_AP": 0.0, "segm_AP": 0.0, "bbox_AP50": 0.0, "segm_AP50": 0.0}
-    if not dets:
-        return result
-    gt = ds.to_pycocotools()
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(dets)
-        for iou_type in ("bbox", "segm"):
-            ev = COCOeval(gt, dt, iou_type)
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-            result[f"{iou_type}_AP"] = float(ev.stats[0])
-            result[f"{iou_type}_AP50"] = float(ev.stats[1])
-    return result
+    from ...evaluation import coco_metrics, flat_metrics
+
+    return flat_metrics(coco_metrics(ds, dets))
 
 
 # ---------------------------------------------------------------------------- checkpoints

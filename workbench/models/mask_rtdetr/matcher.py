@@ -6,7 +6,6 @@ injected (``point_coords``) to make matching deterministic.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
