@@ -1073,7 +1073,14 @@ class EvaluationExplorer(StaticFallback, W.VBox):
                            f"F1 {q['f1']:.2f} at mask IoU 0.5, mean IoU of matches {q['mean_iou']:.2f}")
 
     def figures(self) -> dict:
-        return {"pr_curves": pr_figure(self.pr, self.iou.value)} if self.pr is not None else {}
+        """The analysis of ``evaluate_result.json`` (confusion matrix, errors by kind, threshold sweep)
+        and the PR curves at the chosen IoU."""
+        from .evaluation import analysis_figures
+
+        figs = analysis_figures(self.evaluation)
+        if self.pr is not None:
+            figs["pr_curves"] = pr_figure(self.pr, self.iou.value)
+        return figs
 
     def static_bundle(self) -> dict:
         out = {}

@@ -18,7 +18,7 @@ from ..utils.io import atomic_write_json, atomic_write_text
 from .analysis import ERROR_KINDS, error_breakdown, pr_curves, threshold_sweep
 from .metrics import STAT_NAMES, coco_metrics, flat_metrics, load_detections, resolve_dataset
 
-__all__ = ["evaluate", "EvalReport", "coco_metrics", "flat_metrics", "error_breakdown", "threshold_sweep",
+__all__ = ["evaluate", "EvalReport", "analysis_figures", "coco_metrics", "flat_metrics", "error_breakdown", "threshold_sweep",
            "STAT_NAMES"]
 
 
@@ -61,44 +61,7 @@ class EvalReport:
 
     # ------------------------------------------------------------------ figures
     def figures(self) -> dict:
-        import plotly.graph_objects as go
-
-        figs = {}
-        if self.pr:
-            fig = go.Figure()
-            rec = self.pr["recall"]
-            for label, per_class in self.pr["curves"].items():
-                for cname, p in per_class.items():
-                    if p is not None:
-                        fig.add_trace(go.Scatter(x=rec, y=p, mode="lines", name=f"{cname} @ {label}",
-                                                 visible=True if label == "IoU 0.50" else "legendonly"))
-            fig.update_layout(title="Precision-recall per class (mask)", xaxis_title="recall",
-                              yaxis_title="precision", template="plotly_white", height=420,
-                              yaxis_range=[0, 1.02], xaxis_range=[0, 1])
-            figs["pr_curves"] = fig
-        if self.confusion is not None:
-            cm = self.confusion
-            fig = go.Figure(go.Heatmap(z=cm, x=self.confusion_labels, y=self.confusion_labels, colorscale="Blues",
-                                       text=cm, texttemplate="%{text}", hovertemplate="GT %{y} → pred %{x}: %{z}"))
-            fig.update_layout(title="Mask confusion matrix (rows: ground truth, columns: prediction)",
-                              xaxis_title="predicted", yaxis_title="ground truth", template="plotly_white",
-                              height=420, yaxis_autorange="reversed")
-            figs["confusion_matrix"] = fig
-        if self.per_image:
-            kinds = [k for k in ERROR_KINDS if k != "tp"]
-            totals = {k: sum(e.counts[k] for e in self.per_image) for k in kinds}
-            fig = go.Figure(go.Bar(x=list(totals), y=list(totals.values())))
-            fig.update_layout(title="Errors by kind (all images)", template="plotly_white", height=360)
-            figs["error_breakdown"] = fig
-        if self.sweep:
-            s = self.sweep
-            fig = go.Figure([go.Scatter(x=s["thresholds"], y=s[k], name=k, mode="lines+markers")
-                             for k in ("precision", "recall", "f1")])
-            fig.update_layout(title=f"Score threshold sweep (best F1 {s['best_f1']:.3f} at {s['best_threshold']})",
-                              xaxis_title="score threshold", template="plotly_white", height=360,
-                              yaxis_range=[0, 1.02])
-            figs["threshold_sweep"] = fig
-        return figs
+        return analysis_figures(self.to_dict())
 
     def worst_images(self, n: int = 6) -> list:
         return sorted(self.per_image, key=lambda e: (e.f1, -e.num_errors))[:n]
@@ -132,6 +95,49 @@ class EvalReport:
             gap = np.full((img.shape[0], 6, 3), 255, np.uint8)
             out.append((e, np.concatenate([left, gap, right], axis=1)))
         return out
+
+
+def analysis_figures(result: dict) -> dict:
+    """Plotly figures from an ``evaluate_result.json`` (its dict): PR curves per class and IoU,
+    the mask confusion matrix, errors by kind and the score-threshold sweep."""
+    import plotly.graph_objects as go
+
+    a = result.get("analysis") or {}
+    figs = {}
+    pr = a.get("pr_curves")
+    if pr:
+        fig = go.Figure()
+        for label, per_class in pr["curves"].items():
+            for cname, p in per_class.items():
+                if p is not None:
+                    fig.add_trace(go.Scatter(x=pr["recall"], y=p, mode="lines", name=f"{cname} @ {label}",
+                                             visible=True if label == "IoU 0.50" else "legendonly"))
+        fig.update_layout(title="Precision-recall per class (mask)", xaxis_title="recall", yaxis_title="precision",
+                          template="plotly_white", height=420, yaxis_range=[0, 1.02], xaxis_range=[0, 1])
+        figs["pr_curves"] = fig
+    cm = a.get("confusion_matrix")
+    if cm:
+        z, labels = cm["matrix"], cm["labels"]
+        fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, colorscale="Blues", text=z, texttemplate="%{text}",
+                                   hovertemplate="GT %{y} → pred %{x}: %{z}"))
+        fig.update_layout(title=f"Mask confusion matrix at score ≥ {a.get('score_threshold')} (rows: ground truth, "
+                                "columns: prediction)", xaxis_title="predicted", yaxis_title="ground truth",
+                          template="plotly_white", height=420, yaxis_autorange="reversed")
+        figs["confusion_matrix"] = fig
+    if a.get("errors"):
+        errs = {k: v for k, v in a["errors"].items() if k != "tp"}
+        fig = go.Figure(go.Bar(x=list(errs), y=list(errs.values())))
+        fig.update_layout(title=f"Errors by kind, all images (correct matches: {a['errors'].get('tp', 0)})",
+                          template="plotly_white", height=360)
+        figs["error_breakdown"] = fig
+    sw = a.get("threshold_sweep")
+    if sw and sw.get("thresholds"):
+        fig = go.Figure([go.Scatter(x=sw["thresholds"], y=sw[k], name=k, mode="lines+markers")
+                         for k in ("precision", "recall", "f1")])
+        fig.update_layout(title=f"Score threshold sweep (best F1 {sw['best_f1']:.3f} at {sw['best_threshold']})",
+                          xaxis_title="score threshold", template="plotly_white", height=360, yaxis_range=[0, 1.02])
+        figs["threshold_sweep"] = fig
+    return figs
 
 
 def _pct(v: float | None) -> str:
