@@ -122,7 +122,7 @@ def test_evaluate(trained, dataset_dir, tmp_path):
     assert res["done_flag"] and res["model_name"] == "Mask-RT-DETR-S" and res["split"] == "val"
     assert 0.0 <= res["metrics"]["segm"]["AP"] <= 1.0 and "AP50" in res["metrics"]["bbox"]
     saved = json.loads((tmp_path / "eval" / "evaluate_result.json").read_text())
-    assert saved["done_flag"] and "segm" in saved and saved["model_name"] == "Mask-RT-DETR-S"
+    assert saved["done_flag"] and "segm" in saved["metrics"] and "analysis" in saved and saved["model_name"] == "Mask-RT-DETR-S"
     assert (tmp_path / "eval" / "report.md").is_file()
     assert model.evaluate(dataset_dir)["done_flag"]  # without an output dir: only the returned dict
 
