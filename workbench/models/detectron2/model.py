@@ -10,11 +10,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
-
-from ...data.dataset import Dataset, read_image_rgb
+from ...data.dataset import Dataset
+from ...engine.inputs import expand_inputs as _expand_inputs, is_folder_input as _is_folder_input, \
+    load_input as _load
 from ...engine.result import Result
 from ._compat import import_detectron2
 from .data import ClassMap
@@ -25,7 +25,6 @@ logger = logging.getLogger("workbench.detectron2")
 
 import_detectron2()
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def resolve_device(device: str | None) -> str:
@@ -246,44 +245,3 @@ class Detectron2Model:
             trained = create_model(self.name, weights=best, device=self.device, d2_overrides=self.d2_overrides)
             self.__dict__.update(trained.__dict__)
         return res
-
-
-def _is_folder_input(inputs: Any) -> bool:
-    return isinstance(inputs, (str, os.PathLike)) and Path(inputs).is_dir()
-
-
-def _expand_inputs(inputs: Any) -> Iterable[Any]:
-    if isinstance(inputs, (str, os.PathLike)):
-        p = Path(inputs)
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-            if not files:
-                raise FileNotFoundError(f"{p}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
-            yield from files
-        elif p.is_file():
-            yield p
-        else:
-            raise FileNotFoundError(f"{p}: no such image file or folder")
-    elif isinstance(inputs, (list, tuple)):
-        for x in inputs:
-            yield from _expand_inputs(x)
-    else:
-        yield inputs
-
-
-def _load(x: Any) -> tuple[np.ndarray, str | None]:
-    if isinstance(x, (str, os.PathLike)):
-        return read_image_rgb(x), str(x)
-    if isinstance(x, np.ndarray):
-        if x.ndim == 2:
-            x = np.stack([x] * 3, -1)
-        if x.ndim != 3 or x.shape[2] not in (3, 4):
-            raise ValueError(f"an image array must be (H, W, 3) RGB, got shape {x.shape}")
-        return np.ascontiguousarray(x[:, :, :3]).astype(np.uint8, copy=False), None
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover
-        Image = None
-    if Image is not None and isinstance(x, Image.Image):
-        return np.asarray(x.convert("RGB")), getattr(x, "filename", None) or None
-    raise TypeError(f"cannot predict on a {type(x).__name__}: give a path, folder, numpy array or PIL image")
