@@ -84,7 +84,7 @@ def test_cli_reports_config_errors_plainly(tmp_path):
     r = _cli("-c", "MaskRCNN-ResNet50-FPN", "-o", "Global.mdoe=train")
     assert r.returncode == 2 and "Global.mdoe" in r.stderr and "Traceback" not in r.stderr
     r = _cli("-c", "MaskRCNN-ResNet50-FPN", "-o", "Global.mode=check_dataset")
-    assert r.returncode == 1 and "Global.dataset_dir" in r.stderr
+    assert r.returncode == 2 and "Global.dataset_dir" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_check_subcommand_fails_on_bad_data(shapes_dir, tmp_path):

@@ -23,7 +23,7 @@ REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _paddlex_main(argv: list[str]) -> int:
-    from .config import ConfigError, dump, load_config
+    from .config import dump, load_config
 
     ap = argparse.ArgumentParser(prog="python -m workbench",
                                  description="Run one step from a config, PaddleX style.")
@@ -32,26 +32,13 @@ def _paddlex_main(argv: list[str]) -> int:
                     help="override a config value; repeatable")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.override)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.override)
     if args.print_config:
         print(dump(cfg))
         return 0
-    from .steps import run_config
+    from .pipeline import run_config
 
-    try:
-        run_config(cfg)
-    except (ConfigError, NotImplementedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input, missing weights, divergence
-        if os.environ.get("WORKBENCH_DEBUG"):
-            raise
-        print(f"error: {type(e).__name__}: {e}\n(set WORKBENCH_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+    run_config(cfg)
     return 0
 
 
@@ -91,6 +78,9 @@ def _step_main(argv: list[str]) -> int:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", nargs="+", default=["coco"], choices=["coco", "labelme"])
+
+    p = sub.add_parser("train-worker", help="(internal) the training panel's subprocess: train from a JSON spec")
+    p.add_argument("spec", help="JSON: model_name, weights, device, dataset_dir, output_dir, model_kwargs, train_kwargs")
 
     p = sub.add_parser("demo", help="run the whole step pipeline on the bundled demo data")
     p.add_argument("--output", default="runs/demo")
@@ -138,21 +128,32 @@ def _step_main(argv: list[str]) -> int:
                                 formats=tuple(args.format))
         print({k: repr(v) for k, v in d.items()})
         return 0
+    if args.step == "train-worker":
+        from .widgets.training import train_worker_main
+
+        return train_worker_main([args.spec])
     if args.step == "demo":
-        if args.notebooks:
-            from .notebooks import run_all_notebooks
+        from .pipeline import run_demo
 
-            run_all_notebooks(args.output, labelme_dir=args.data, model=args.model, epochs_iters=args.iters,
-                              input_size=args.input_size)
-            return 0
-        from .steps import run_demo
-
-        run_demo(args.output, data=args.data, model=args.model, iters=args.iters, input_size=args.input_size)
+        run_demo(args.output, data=args.data, model=args.model, epochs_iters=args.iters, input_size=args.input_size,
+                 notebooks=args.notebooks)
         return 0
     return 2
 
 
+def _error_exit(e: BaseException, code: int) -> int:
+    """One line on stderr; the traceback only with WORKBENCH_DEBUG=1."""
+    if os.environ.get("WORKBENCH_DEBUG"):
+        raise e
+    print(f"error: {e}\n(set WORKBENCH_DEBUG=1 for the traceback)", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; every ``WorkbenchError`` (and a bad value or missing file) is one line on stderr
+    with the error's exit code (1: bad input or a failed run, 2: a bad config, argument or mode)."""
+    from .engine.errors import WorkbenchError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "run-notebook":
@@ -162,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in ("-c", "--config") or any(a.startswith("--config=") for a in argv[:1]):
             return _paddlex_main(argv)
         return _step_main(argv)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except WorkbenchError as e:
+        return _error_exit(e, e.exit_code)
+    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as e:
+        return _error_exit(e, 1)
 
 
 if __name__ == "__main__":

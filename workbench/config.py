@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .engine.errors import ConfigError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 MODES = ("check_dataset", "train", "evaluate", "predict", "export")
 
@@ -49,8 +51,8 @@ SCHEMA: dict[str, tuple[tuple, tuple | None, Any]] = {
     "Train.amp": ((bool,), None, False),
     "Train.num_workers": ((int,), None, 0),
     "Train.num_processes": ((int,), None, 1),
-    "Train.norm": ((str,), ("GN", "BN", "FrozenBN", "SyncBN"), "GN"),
-    "Train.depth": ((int, type(None)), None, None),
+    "Train.norm": ((str, type(None)), ("GN", "BN", "FrozenBN", "SyncBN", None), None),  # Detectron2 family
+    "Train.depth": ((int, type(None)), None, None),  # Detectron2 family
     "Evaluate.weight_path": ((str, type(None)), None, None),
     "Evaluate.batch_size": ((int,), None, 1),
     "Predict.model_dir": ((str, type(None)), None, None),
@@ -62,8 +64,6 @@ SCHEMA: dict[str, tuple[tuple, tuple | None, Any]] = {
 SECTIONS = ("Global", "CheckDataset", "Train", "Evaluate", "Predict")
 
 
-class ConfigError(ValueError):
-    """A bad config key or value; the message names the key."""
 
 
 def _get(d: dict, path: str) -> Any:

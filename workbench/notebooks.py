@@ -5,9 +5,8 @@ after the cell tagged ``parameters`` (tag ``injected-parameters``, as papermill 
 the notebook with nbclient in the notebook's own folder (so its relative paths work), and saves
 the executed copy into ``output_dir`` -- also when a cell fails, so the error can be read there.
 
-``run_all_notebooks(output_dir, ...)`` runs the six step notebooks in order on the demo data
-(LabelMe folder -> COCO dataset -> split -> train -> evaluate -> predict); each step reads the
-previous one's files. Command line (wired as ``workbench run-notebook``)::
+``run_all_notebooks(output_dir, ...)`` runs the demo chain (``workbench.pipeline.demo``) as the six
+step notebooks, in data-flow order; each step reads the previous one's files. Command line (wired as ``workbench run-notebook``)::
 
     python -m workbench.notebooks NOTEBOOK [-p key=value ...] [--output-dir DIR]
     python -m workbench.notebooks --all [--output-dir DIR] [-p key=value ...]
@@ -25,13 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .engine.errors import WorkbenchError
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STEP_NOTEBOOKS = ("01_check_data", "02_convert_labelme", "03_split", "04_train", "05_evaluate", "06_predict")
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
 
 
-class NotebookRunError(RuntimeError):
+class NotebookRunError(WorkbenchError, RuntimeError):
     """A cell failed; ``executed_path`` is the saved copy showing the error."""
 
     def __init__(self, message: str, executed_path: Path):
@@ -153,69 +154,21 @@ def run_notebook(path: str | os.PathLike, parameters: dict | None = None, output
     return out_path
 
 
-def demo_parameters(output_dir: str | os.PathLike, labelme_dir: str | os.PathLike | None = None,
-                    model: str = "MaskRCNN-ResNet50-FPN", epochs_iters: int = 2, batch_size: int = 2,
-                    input_size: int = 320, model_options: dict | None = None,
-                    train_options: dict | None = None, **extra) -> dict[str, dict]:
-    """Per-notebook parameters that chain the six steps through ``output_dir``."""
-    out = Path(output_dir).resolve()
-    labelme_dir = Path(labelme_dir).resolve() if labelme_dir else NOTEBOOK_DIR.parent / "data" / "demo_labelme"
-    dataset_dir = out / "dataset"
-    train_dir = out / "train"
-    common = {"dataset_dir": str(dataset_dir)}
-    params = {
-        "02_convert_labelme": {"labelme_dir": str(out / "labelme"), **common},
-        "01_check_data": {**common, "output_dir": str(out / "check")},
-        "03_split": {**common},
-        "04_train": {**common, "model_name": model, "output_dir": str(train_dir), "epochs_iters": epochs_iters,
-                     "batch_size": batch_size, "input_size": input_size, "model_options": dict(model_options or {}),
-                     "train_options": {"eval_interval": max(1, epochs_iters), "log_interval": 1,
-                                       **(train_options or {})}},
-        "05_evaluate": {**common, "model_dir": str(train_dir / "best_model"), "model_name": model,
-                        "output_dir": str(out / "evaluate")},
-        "06_predict": {"model_dir": str(train_dir / "best_model"), "model_name": model,
-                       "inputs": str(dataset_dir / "images"), "output_dir": str(out / "predict")},
-    }
-    for name, p in extra.items():
-        if name in params:
-            params[name].update(p)
-    params["_labelme_source"] = {"path": str(labelme_dir)}
-    return params
-
-
 def run_all_notebooks(output_dir: str | os.PathLike = "runs/notebooks", labelme_dir: str | os.PathLike | None = None,
                       model: str = "MaskRCNN-ResNet50-FPN", epochs_iters: int = 2, batch_size: int = 2,
                       input_size: int = 320, model_options: dict | None = None,
                       train_options: dict | None = None, notebooks: list[str] | None = None,
                       notebook_dir: str | os.PathLike | None = None, verbose: bool = True) -> dict[str, Path]:
-    """Run the step notebooks in data-flow order on the demo data (a copy; ``data/`` is never
-    changed): convert (02), check (01), split (03), train (04), evaluate (05), predict (06).
+    """The demo chain (``workbench.pipeline.demo``) as the step notebooks, in data-flow order:
+    convert (02), check (01), split (03), train (04), evaluate (05), predict (06). Executed copies go
+    to ``output_dir/notebooks``; returns notebook name -> executed copy."""
+    from .pipeline.demo import DEMO_CHAIN, run_demo
 
-    Executed copies go to ``output_dir/notebooks``; every step's files under ``output_dir``.
-    """
-    import shutil
-
-    out = Path(output_dir).resolve()
-    nb_dir = Path(notebook_dir) if notebook_dir else NOTEBOOK_DIR
-    params = demo_parameters(out, labelme_dir, model, epochs_iters, batch_size, input_size, model_options,
-                             train_options)
-    src = Path(params.pop("_labelme_source")["path"])
-    work = out / "labelme"
-    if work.exists():
-        shutil.rmtree(work)
-    shutil.copytree(src, work)
-    order = ["02_convert_labelme", "01_check_data", "03_split", "04_train", "05_evaluate", "06_predict"]
-    if notebooks:
-        order = [n for n in order if n in notebooks]
-    done: dict[str, Path] = {}
-    for name in order:
-        t0 = time.time()
-        if verbose:
-            print(f"== {name}", flush=True)
-        done[name] = run_notebook(nb_dir / f"{name}.ipynb", params[name], out / "notebooks")
-        if verbose:
-            print(f"   {time.time() - t0:.1f} s -> {done[name]}", flush=True)
-    return done
+    summary = run_demo(output_dir, data=labelme_dir, model=model, epochs_iters=epochs_iters, batch_size=batch_size,
+                       input_size=input_size, notebooks=True, steps=notebooks, model_options=model_options,
+                       train_options=train_options, notebook_dir=notebook_dir, verbose=verbose)
+    names = {s.key: s.notebook for s in DEMO_CHAIN}
+    return {names[k]: Path(v["notebook"]) for k, v in summary["steps"].items()}
 
 
 def main(argv: list[str] | None = None) -> int:

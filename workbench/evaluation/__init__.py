@@ -17,9 +17,10 @@ from ..data.dataset import Dataset
 from ..utils.io import atomic_write_json, atomic_write_text
 from .analysis import ERROR_KINDS, error_breakdown, pr_curves, threshold_sweep
 from .metrics import STAT_NAMES, coco_metrics, flat_metrics, load_detections, resolve_dataset
+from .predict import predict_split, to_coco_detections
 
 __all__ = ["evaluate", "EvalReport", "analysis_figures", "coco_metrics", "flat_metrics", "error_breakdown", "threshold_sweep",
-           "STAT_NAMES"]
+           "STAT_NAMES", "predict_split", "to_coco_detections"]
 
 
 @dataclass

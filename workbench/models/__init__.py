@@ -1,14 +1,20 @@
 """Models by PaddleX name: ``create_model(name, weights=None, device=None, **overrides)``.
 
-Families register their names in ``registry``; each factory is imported on first use.
+Families register their names, schedule unit and training defaults in ``registry``; each
+factory is imported on first use.
 """
-from .registry import (UnknownModelError, available_models, check_name, create_model, family_of,
-                       register_family)
-from .detectron2.names import DETECTRON2_MODELS
+from .detectron2 import names as _d2
+from .mask_rtdetr import names as _rtdetr
+from .registry import (FamilyInfo, UnknownModelError, available_models, check_name, create_model, families,
+                       family_info, family_of, register_family)
 
-register_family(list(DETECTRON2_MODELS), "workbench.models.detectron2.model:create_model", family="detectron2")
-MASK_RTDETR_MODELS = ("Mask-RT-DETR-S", "Mask-RT-DETR-M", "Mask-RT-DETR-L", "Mask-RT-DETR-X", "Mask-RT-DETR-H")
-register_family(list(MASK_RTDETR_MODELS), "workbench.models.mask_rtdetr.facade:create_model", family="mask_rtdetr")
+DETECTRON2_MODELS = _d2.DETECTRON2_MODELS
+MASK_RTDETR_MODELS = tuple(_rtdetr.MODEL_NAMES)
 
-__all__ = ["create_model", "available_models", "register_family", "check_name", "family_of",
-           "UnknownModelError", "DETECTRON2_MODELS", "MASK_RTDETR_MODELS"]
+register_family(list(DETECTRON2_MODELS), "workbench.models.detectron2.model:create_model", family="detectron2",
+                unit=_d2.UNIT, train_defaults=_d2.TRAIN_DEFAULTS, train_options=_d2.TRAIN_OPTIONS)
+register_family(list(MASK_RTDETR_MODELS), "workbench.models.mask_rtdetr.facade:create_model", family="mask_rtdetr",
+                unit=_rtdetr.UNIT, train_defaults=_rtdetr.TRAIN_DEFAULTS, train_options=_rtdetr.TRAIN_OPTIONS)
+
+__all__ = ["create_model", "available_models", "register_family", "check_name", "family_of", "family_info",
+           "families", "FamilyInfo", "UnknownModelError", "DETECTRON2_MODELS", "MASK_RTDETR_MODELS"]

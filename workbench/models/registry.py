@@ -13,20 +13,31 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+
+from ..engine.errors import UnknownModelError
 
 Factory = Callable[..., Any]
 
-_FAMILIES: dict[str, dict] = {}      # family name -> {"factory": ..., "names": [...]}
+_FAMILIES: dict[str, dict] = {}      # family name -> {"factory": ..., "names": [...], "info": FamilyInfo}
 _NAME_TO_FAMILY: dict[str, str] = {}
 
 
-class UnknownModelError(ValueError):
-    """A model name that no family builds; the message lists the valid names."""
+@dataclass(frozen=True)
+class FamilyInfo:
+    """What a family declares without importing its engine: the unit ``epochs_iters`` counts
+    (``"iterations"`` or ``"epochs"``), its default training arguments and its own options."""
+
+    family: str
+    unit: str = "iterations"
+    train_defaults: dict = field(default_factory=dict)
+    train_options: dict = field(default_factory=dict)
 
 
 def register_family(names: Iterable[str], factory: Factory | str, family: str | None = None,
-                    replace: bool = False) -> None:
+                    replace: bool = False, unit: str = "iterations", train_defaults: dict | None = None,
+                    train_options: dict | None = None) -> None:
     """Register the model ``names`` built by ``factory`` (callable or ``"module:function"``)."""
     names = [names] if isinstance(names, str) else list(names)
     family = family or (factory if isinstance(factory, str) else getattr(factory, "__module__", "family"))
@@ -35,6 +46,7 @@ def register_family(names: Iterable[str], factory: Factory | str, family: str | 
             raise ValueError(f"model name {n!r} is already registered by family {_NAME_TO_FAMILY[n]!r}")
     entry = _FAMILIES.setdefault(family, {"factory": factory, "names": []})
     entry["factory"] = factory
+    entry["info"] = FamilyInfo(family, unit, dict(train_defaults or {}), dict(train_options or {}))
     for n in names:
         _NAME_TO_FAMILY[n] = family
         if n not in entry["names"]:
@@ -48,6 +60,16 @@ def available_models() -> list[str]:
 def family_of(name: str) -> str:
     check_name(name)
     return _NAME_TO_FAMILY[name]
+
+
+def family_info(name: str) -> FamilyInfo:
+    """The ``FamilyInfo`` of the family that builds ``name`` (no heavy import)."""
+    return _FAMILIES[family_of(name)]["info"]
+
+
+def families() -> dict[str, list[str]]:
+    """Registered family -> its model names."""
+    return {f: list(e["names"]) for f, e in _FAMILIES.items()}
 
 
 def check_name(name: str) -> None:

@@ -2,8 +2,7 @@
 
 Category ids: Detectron2 wants contiguous class indices 0..K-1. ``ClassMap`` maps the dataset's
 COCO category ids (in the order of the ``categories`` list) to them and back; it is stored in
-every checkpoint we write, so predictions carry the dataset's ids and names, and a checkpoint
-used with a dataset of other classes is a loud error (``check_classes``).
+every checkpoint we write (``engine.classes.ClassMap``).
 
 Masks: polygons are passed as polygons; RLE (compressed or not) as compressed RLE dicts. When
 any instance of a dataset is RLE, the mapper must use ``INPUT.MASK_FORMAT = "bitmask"``
@@ -12,47 +11,11 @@ any instance of a dataset is RLE, the mapper must use ``INPUT.MASK_FORMAT = "bit
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from ...data.dataset import Dataset
+from ...engine.classes import ClassMap
 from ._compat import import_detectron2
-
-
-class ClassMismatchError(ValueError):
-    """The classes of a checkpoint and of a dataset differ (they would silently give AP 0)."""
-
-
-@dataclass
-class ClassMap:
-    category_ids: list[int]
-    names: list[str]
-
-    @classmethod
-    def from_dataset(cls, ds: Dataset) -> "ClassMap":
-        return cls([c.id for c in ds.categories], [c.name for c in ds.categories])
-
-    @classmethod
-    def from_meta(cls, meta: dict) -> "ClassMap":
-        return cls([int(i) for i in meta["category_ids"]], [str(n) for n in meta["class_names"]])
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def to_contiguous(self) -> dict[int, int]:
-        return {cid: i for i, cid in enumerate(self.category_ids)}
-
-    def to_meta(self) -> dict:
-        return {"category_ids": list(self.category_ids), "class_names": list(self.names)}
-
-    def check_same(self, other: "ClassMap", what: str, other_what: str) -> None:
-        if list(zip(self.category_ids, self.names)) != list(zip(other.category_ids, other.names)):
-            mine = ", ".join(f"{i}:{n}" for i, n in zip(self.category_ids, self.names))
-            theirs = ", ".join(f"{i}:{n}" for i, n in zip(other.category_ids, other.names))
-            raise ClassMismatchError(
-                f"class mismatch: {what} has classes [{mine}] but {other_what} has [{theirs}] "
-                "(id:name). Use weights trained on these classes, or train from scratch / fine-tune "
-                "with ignore_class_mismatch=True to re-initialise the class-specific heads.")
 
 
 def mask_format_for(ds: Dataset) -> str:

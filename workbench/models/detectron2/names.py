@@ -39,3 +39,11 @@ DETECTRON2_MODELS: dict[str, Spec] = {
     "Cascade-MaskRCNN-ResNet50-FPN": Spec(_CASCADE, 50, cascade=True),
     "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN": Spec(_CASCADE, 50, "resnet_vd", cascade=True),
 }
+
+# What ``epochs_iters`` counts for this family, and its default training arguments (the panels and
+# notebooks read these instead of hard-coding numbers): SGD at 0.01 with GroupNorm from scratch.
+UNIT = "iterations"
+TRAIN_DEFAULTS = {"epochs_iters": 1000, "batch_size": 2, "learning_rate": 0.01, "eval_interval": 500,
+                  "save_interval": 500, "log_interval": 10, "warmup_steps": 100}
+# The family's own training arguments: ResNet norm and depth, and raw Detectron2 config keys.
+TRAIN_OPTIONS = {"norm": None, "depth": None, "d2_overrides": None}

@@ -17,7 +17,6 @@ CLI: ``python -m workbench.models.mask_rtdetr.convert in.pdparams out.pth [--var
 from __future__ import annotations
 
 import argparse
-import io
 import pickle
 import re
 import sys
@@ -26,52 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PADDLE_META_KEY = "StructuredToParameterName@@"
+from ...engine.weights import PADDLE_META_KEY, read_pdparams as load_pdparams, write_pdparams as save_pdparams
+
 NO_TRANSPOSE = {"transformer.denoising_class_embed.weight"}
-
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("collections", "OrderedDict"),
-    ("builtins", "dict"),
-    ("builtins", "list"),
-    ("builtins", "tuple"),
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a .pdparams file")
-
-
-def load_pdparams(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a ``.pdparams`` file into ``{name: np.ndarray}`` (the ``@@`` bookkeeping key dropped)."""
-    with open(path, "rb") as f:
-        obj = _RestrictedUnpickler(io.BytesIO(f.read())).load()
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
-    out = {}
-    for k, v in obj.items():
-        if k == PADDLE_META_KEY:
-            continue
-        if not isinstance(v, np.ndarray):
-            raise ValueError(f"{path}: entry {k!r} is {type(v).__name__}, not a numpy array")
-        out[k] = v
-    return out
-
-
-def save_pdparams(params: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write ``{name: array}`` in the ``.pdparams`` layout (protocol 4, with the ``@@`` key)."""
-    d = {k: np.ascontiguousarray(v) for k, v in params.items()}
-    d[PADDLE_META_KEY] = {k: k for k in params}
-    with open(path, "wb") as f:
-        pickle.dump(d, f, protocol=4)
 
 
 _STAGE = re.compile(r"^backbone\.stages\.(\d+)\.")
@@ -200,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         ckpt = convert_pdparams(args.src, args.dst, args.variant)
-    except (ValueError, pickle.UnpicklingError, OSError) as e:
+    except (ValueError, RuntimeError, pickle.UnpicklingError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.dst}: Mask-RT-DETR-{ckpt['variant']}, {ckpt['num_classes']} classes, "

@@ -1,6 +1,6 @@
-"""Training and inference for Mask-RT-DETR: optimiser with backbone lr multipliers, linear
-warmup, global-norm clipping, EMA, AMP on CUDA, optional DDP, checkpoints, prediction and
-COCO evaluation."""
+"""Mask-RT-DETR's training pieces: optimiser with backbone lr multipliers, linear warmup,
+global-norm clipping, EMA, AMP on CUDA, optional DDP, one epoch of steps, checkpoints, and
+prediction with a bare network (``predict_images``)."""
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +14,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .criterion import total_loss
-from .data import category_index, make_loader, to_model_input
+from .data import make_loader, to_model_input
 from .model import MaskRTDETR, build_mask_rtdetr
-from .postprocess import PostProcess
+from .postprocess import decode
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -183,49 +183,27 @@ def _to_float(o):
 # ---------------------------------------------------------------------------- inference
 @torch.no_grad()
 def predict_images(model: nn.Module, images: list[np.ndarray], threshold: float = 0.5, size: int = 640,
-                   device=None, num_top_queries: int = 100, batch_size: int = 4) -> list[dict]:
-    """Run on RGB uint8 arrays. Per image: numpy ``boxes`` [N, 4] xyxy pixels, ``scores`` [N],
-    ``labels`` [N] (0-based contiguous class index), ``masks`` [N, H, W] bool; score > threshold."""
+                   device=None, num_top_queries: int = 100, batch_size: int = 4,
+                   mask_threshold: float = 0.5) -> list[dict]:
+    """Run a bare network on RGB uint8 arrays (``postprocess.decode``: ``score >= threshold``). Per
+    image: numpy ``boxes`` [N, 4] xyxy pixels, ``scores`` [N], ``labels`` [N] (0-based contiguous
+    class index), ``masks`` [N, H, W] bool. The model facade's ``infer`` is the same path with ``Result``s."""
     model = unwrap(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    post = PostProcess(num_top_queries=num_top_queries)
     results = []
     try:
         for s in range(0, len(images), batch_size):
             chunk = images[s:s + batch_size]
-            x = torch.stack([to_model_input(im, size) for im in chunk]).to(device)
-            out = model(x)
-            dets = post(out, [im.shape[:2] for im in chunk])
-            for d in dets:
-                keep = d["scores"] > threshold
-                results.append({"boxes": d["boxes"][keep].cpu().numpy(), "scores": d["scores"][keep].cpu().numpy(),
-                                "labels": d["labels"][keep].cpu().numpy().astype(np.int64),
-                                "masks": d["masks"][keep].cpu().numpy()})
+            out = model(torch.stack([to_model_input(im, size) for im in chunk]).to(device))
+            for d in decode(out, [im.shape[:2] for im in chunk], threshold, num_top_queries):
+                results.append({"boxes": d["boxes"].cpu().numpy(), "scores": d["scores"].cpu().numpy(),
+                                "labels": d["labels"].cpu().numpy().astype(np.int64),
+                                "masks": (d["mask_probs"] >= mask_threshold).cpu().numpy()})
     finally:
         model.train(was_training)
     return results
-
-
-def evaluate_coco(model: nn.Module, ds, size: int = 640, device=None, num_top_queries: int = 100) -> dict:
-    """COCO bbox and segm metrics (``bbox_AP``, ``segm_AP50``…) of ``model`` on a ``workbench`` Dataset."""
-    from pycocotools import mask as mask_utils
-
-    inv = {i: cid for cid, i in category_index(ds).items()}
-    infos = list(ds.images)
-    images = [ds.load_image(im) for im in infos]
-    preds = predict_images(model, images, threshold=0.0, size=size, device=device, num_top_queries=num_top_queries)
-    dets = []
-    for info, p in zip(infos, preds):
-        for b, s, l, m in zip(p["boxes"], p["scores"], p["labels"], p["masks"]):
-            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
-            dets.append({"image_id": info.id, "category_id": inv[int(l)], "score": float(s), "segmentation": rle,
-                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
-    from ...evaluation import coco_metrics, flat_metrics
-
-    return flat_metrics(coco_metrics(ds, dets))
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -277,4 +255,4 @@ def load_checkpoint(path, model: nn.Module | None = None, ema: ModelEMA | None =
 
 
 __all__ = ["build_optimizer", "build_warmup_scheduler", "ModelEMA", "wrap_ddp", "train_one_epoch",
-           "predict_images", "evaluate_coco", "save_checkpoint", "load_checkpoint", "make_loader"]
+           "predict_images", "save_checkpoint", "load_checkpoint", "make_loader"]

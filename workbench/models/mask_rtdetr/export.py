@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .postprocess import select_topk
 
@@ -55,21 +54,21 @@ def run_onnx_raw(path_or_session, images: np.ndarray):
 
 
 def predict_onnx(path: str | Path, images: list[np.ndarray], threshold: float = 0.5, mask_threshold: float = 0.5) -> list[dict]:
-    """Run an exported model on RGB uint8 images; same output format as ``engine.predict_images``."""
+    """Run an exported model on RGB uint8 images; decoded like every other inference path
+    (``postprocess.image_detections``), output as ``engine.predict_images``."""
     import onnxruntime as ort
 
     from .data import to_model_input
+    from .postprocess import image_detections
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     size = int(sess.get_inputs()[0].shape[-1])
     results = []
     for im in images:
         x = to_model_input(im, size).unsqueeze(0).numpy()
-        scores, labels, boxes, masks = run_onnx_raw(sess, x)
-        h, w = im.shape[:2]
-        keep = scores[0] > threshold
-        m = torch.from_numpy(masks[0][keep]).unsqueeze(0)
-        m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0].sigmoid() > mask_threshold
-        results.append({"boxes": boxes[0][keep] * np.array([w, h, w, h], np.float32), "scores": scores[0][keep],
-                        "labels": labels[0][keep].astype(np.int64), "masks": m.numpy()})
+        scores, labels, boxes, masks = (torch.from_numpy(np.asarray(a)[0]) for a in run_onnx_raw(sess, x))
+        d = image_detections(scores, labels, boxes, masks, im.shape[:2], threshold)
+        results.append({"boxes": d["boxes"].numpy(), "scores": d["scores"].numpy(),
+                        "labels": d["labels"].numpy().astype(np.int64),
+                        "masks": (d["mask_probs"] >= mask_threshold).numpy()})
     return results

@@ -1,0 +1,164 @@
+"""The model contract: what ``create_model`` returns for every family.
+
+``BaseModel`` gives every family the same ``predict`` (any input: path, folder, list, array, PIL
+image; a progress bar on folders), ``evaluate`` (a dataset split -> ``evaluate_result.json``),
+``train`` (family defaults + the caller's arguments -> ``TrainArgs``, the launcher, the family's
+trainer, then the best weights reloaded) and class checks. A family implements:
+
+* ``family``, ``unit`` (what ``epochs_iters`` counts), ``default_train_args``, ``train_options``
+  (its own training arguments and their defaults), ``trainer`` (its ``BaseTrainer`` subclass);
+* ``build()`` (the network, on first use), ``infer(images, paths, threshold, ...)`` (its one
+  inference path: RGB arrays in, ``Result`` out, keeping ``score >= threshold``), ``save(path)``,
+  ``train_job(...)`` (its architecture settings and initial weights for the trainer) and
+  ``reload_kwargs()`` (what ``create_model`` needs to rebuild it from a checkpoint);
+* optionally ``export(path)``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+
+from .classes import ClassMap
+from .errors import NotAvailableError, WeightsError
+from .train_args import TrainArgs, TrainJob
+
+logger = logging.getLogger("workbench.model")
+
+
+def keep_scores(scores, threshold: float):
+    """The one threshold rule of every inference path: a detection is kept when ``score >= threshold``."""
+    return scores >= threshold
+
+
+class BaseModel:
+    family: ClassVar[str] = ""
+    unit: ClassVar[str] = "iterations"
+    default_train_args: ClassVar[dict] = {}
+    train_options: ClassVar[dict] = {}
+    trainer: ClassVar[Any] = None
+
+    def __init__(self, name: str, *, weights: str | None, device: str, classes: ClassMap | None,
+                 input_size: int, meta: dict | None = None):
+        self.name = name
+        self.weights = weights
+        self.device = device
+        self.classes = classes
+        self.input_size = int(input_size)
+        self.meta = meta
+        self._net = None
+
+    def __repr__(self) -> str:
+        cls = self.classes.names if self.classes else None
+        return (f"{type(self).__name__}({self.name!r}, weights={self.weights!r}, device={self.device!r}, "
+                f"input_size={self.input_size}, classes={cls})")
+
+    # ------------------------------------------------------------------ family parts
+    def build(self):  # pragma: no cover - family
+        raise NotImplementedError
+
+    def infer(self, images: Sequence[np.ndarray], paths: Sequence[str | None], threshold: float = 0.5,
+              mask_threshold: float = 0.5, keep_image: bool = True) -> list:  # pragma: no cover - family
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:  # pragma: no cover - family
+        raise NotImplementedError
+
+    def train_job(self, dataset_dir: str, output: str, device: str, args: TrainArgs) -> TrainJob:  # pragma: no cover
+        raise NotImplementedError
+
+    def reload_kwargs(self) -> dict:
+        return {}
+
+    def export(self, path: str | os.PathLike, **kwargs) -> Path:
+        raise NotAvailableError(f"export is not available for {self.name} ({self.family} family) yet")
+
+    # ------------------------------------------------------------------ shared
+    @property
+    def net(self):
+        """The ``torch.nn.Module``, built on first use."""
+        return self.build()
+
+    @property
+    def schedule(self) -> dict:
+        """What the training panel shows: the unit of ``epochs_iters`` and the family's defaults."""
+        return {"unit": self.unit, **self.default_train_args}
+
+    def check_classes(self, ds, what: str) -> None:
+        if self.classes is None:
+            raise WeightsError(f"{self.name} has no trained weights; pass weights=... to create_model (or train it)")
+        self.classes.check_same(ClassMap.from_dataset(ds), f"the model {self.name} ({self.weights})", what)
+
+    def predict(self, inputs: Any, batch_size: int = 1, threshold: float = 0.5, mask_threshold: float = 0.5,
+                progress: bool | None = None) -> Iterator:
+        """Yield one ``Result`` per image. ``inputs``: an image path, a folder, a list of those, an RGB
+        ``numpy`` array (H, W, 3 uint8), a PIL image or a list mixing them. Detections with
+        ``score >= threshold`` are kept; masks keep their soft probabilities (``Result.filter``)."""
+        from tqdm.auto import tqdm
+
+        from .inputs import expand_inputs, is_folder_input, load_input
+
+        items = list(expand_inputs(inputs))
+        self.build()
+        show = progress if progress is not None else (len(items) > 1 and is_folder_input(inputs))
+        bs = max(1, int(batch_size))
+        with tqdm(total=len(items), desc=f"predict {self.name}", unit="img", disable=not show) as bar:
+            for i in range(0, len(items), bs):
+                images, paths = zip(*[load_input(x) for x in items[i:i + bs]])
+                for r in self.infer(list(images), list(paths), threshold=threshold, mask_threshold=mask_threshold):
+                    bar.update(1)
+                    yield r
+
+    def evaluate(self, dataset_dir: str | os.PathLike, output: str | os.PathLike | None = None,
+                 split: str = "val", batch_size: int = 1, progress: bool | None = None) -> dict:
+        """COCO bbox and segm AP (AP, AP50, AP75, APs/m/l, AR…, per class) on a split of a
+        PaddleX-layout dataset; ``<output>/evaluate_result.json`` and the report when ``output`` is given."""
+        from ..data.dataset import Dataset
+        from ..evaluation import evaluate, predict_split, to_coco_detections
+
+        t0 = time.perf_counter()
+        ds = Dataset.load_paddlex(dataset_dir, split)
+        if self.weights is None and self._net is None:
+            raise WeightsError(f"{self.name} has no trained weights; evaluate needs weights=... in create_model")
+        self.check_classes(ds, f"the dataset {ds.source}")
+        results = predict_split(self, ds, batch_size=batch_size, progress=progress)
+        info = {"model_name": self.name, "weights": self.weights, "dataset_dir": str(dataset_dir), "split": split}
+        report = evaluate(to_coco_detections(ds, results), ds, output_dir=output, info=info)
+        return {**report.to_dict(), "wall_time_s": round(time.perf_counter() - t0, 2)}
+
+    def train(self, dataset_dir: str | os.PathLike, output: str | os.PathLike = "output", **kwargs) -> dict:
+        """Train on the PaddleX COCO layout in ``dataset_dir`` (train split; the val split is evaluated).
+
+        Keyword arguments: those of ``TrainArgs`` (``epochs_iters`` — counted in ``self.unit`` —,
+        ``batch_size``, ``learning_rate``, ``input_size``, ``resume``, ``eval_interval``,
+        ``save_interval``, ``log_interval``, ``warmup_steps``, ``early_stop_patience``, ``amp``,
+        ``device``, ``num_processes``, ``num_workers``, ``seed``, ``ignore_class_mismatch``, ``progress``,
+        ``max_to_keep``, ``save_training_state``) and the family's ``train_options``; defaults are
+        ``default_train_args``. Writes the run directory (``engine.run_dir``); returns
+        ``train_result.json``; afterwards this object holds the best weights.
+        """
+        from .launcher import launch, num_processes, resolve_device
+
+        for k in [k for k in kwargs if k not in TrainArgs.field_names() and k not in self.train_options]:
+            if kwargs[k] is None:
+                kwargs.pop(k)  # one config drives every family: unset options of another family are fine
+        args = TrainArgs.build(self.default_train_args, self.train_options, kwargs)
+        dev = resolve_device(args.device) if args.device is not None else self.device
+        if args.amp and not dev.startswith("cuda"):
+            raise ValueError("amp=True needs a GPU device (automatic mixed precision is a CUDA feature here)")
+        args.num_processes = num_processes(args.device, args.num_processes)
+        args.input_size = int(args.input_size or self.input_size)
+        job = self.train_job(str(dataset_dir), str(output), dev, args)
+        trainer = self.trainer
+        res = launch(trainer.run_job, job, args.num_processes, dev, output, getattr(trainer, "worker_init", None))
+        best = res["paths"].get("best_model") or res["paths"].get("model_final")
+        if best:
+            from ..models.registry import create_model
+
+            trained = create_model(self.name, weights=best, device=self.device, **self.reload_kwargs())
+            self.__dict__.update(trained.__dict__)
+        return res

@@ -1,0 +1,235 @@
+"""The run directory: every file a training run writes, named in one place.
+
+::
+
+    output/
+      train_result.json     TrainResult (below): status, schedule unit and progress, best, paths
+      metrics.jsonl         one JSON object per logged training step and per evaluation
+      train.log             the run's log (workbench, and the family engine's own loggers)
+      config.yaml           the resolved configuration
+      model_final.pth       the weights at the end of training
+      best_model/           model.pth (best val mask AP), config.yaml, best_metrics.json
+      model_NNNNNNN.pth     training-state checkpoints (model, optimizer …) for resume; the newest
+      last_checkpoint       is named in this file, at most ``max_to_keep`` are kept
+
+``TrainResult`` is the one ``train_result.json`` schema of every model family; ``unit`` says what
+``epochs_iters``/``max_epochs_iters``/``best_epochs_iters`` count (``"iterations"`` or ``"epochs"``);
+``iterations`` always counts optimizer steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..utils.io import atomic_write_json, atomic_write_text
+
+UNITS = ("iterations", "epochs")
+STATUSES = ("running", "done", "stopped_early", "stopped", "failed")
+
+
+@dataclass
+class TrainResult:
+    """What ``train_result.json`` holds (written by ``RunDir.write_result`` only)."""
+
+    status: str
+    model_name: str
+    family: str
+    unit: str
+    epochs_iters: int = 0
+    max_epochs_iters: int = 0
+    iterations: int = 0
+    max_iterations: int | None = None
+    best_epochs_iters: int | None = None
+    best_metrics: dict | None = None
+    final_metrics: dict | None = None
+    classes: list = field(default_factory=list)
+    paths: dict = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    train_args: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} is not one of {STATUSES}")
+        if self.unit not in UNITS:
+            raise ValueError(f"unit {self.unit!r} is not one of {UNITS}")
+
+    @property
+    def done_flag(self) -> bool:
+        return self.status in ("done", "stopped_early")
+
+    def to_dict(self) -> dict:
+        return {"done_flag": self.done_flag, **asdict(self)}
+
+
+class RunDir:
+    """The output folder of one training run; owns the names of the files in it."""
+
+    TRAIN_RESULT = "train_result.json"
+    METRICS = "metrics.jsonl"
+    LOG = "train.log"
+    CONFIG = "config.yaml"
+    FINAL = "model_final.pth"
+    BEST_DIR = "best_model"
+    BEST_WEIGHTS = "model.pth"
+    BEST_METRICS = "best_metrics.json"
+    LAST_POINTER = "last_checkpoint"
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def make(self) -> RunDir:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # ------------------------------------------------------------------ names
+    @property
+    def train_result(self) -> Path:
+        return self.root / self.TRAIN_RESULT
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / self.METRICS
+
+    @property
+    def log(self) -> Path:
+        return self.root / self.LOG
+
+    @property
+    def config(self) -> Path:
+        return self.root / self.CONFIG
+
+    @property
+    def final(self) -> Path:
+        return self.root / self.FINAL
+
+    @property
+    def best_dir(self) -> Path:
+        return self.root / self.BEST_DIR
+
+    @property
+    def best_weights(self) -> Path:
+        return self.best_dir / self.BEST_WEIGHTS
+
+    def checkpoint(self, step: int) -> Path:
+        """The training-state checkpoint after ``step`` (in the family's unit)."""
+        return self.root / f"model_{int(step):07d}.pth"
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("model_[0-9]*.pth") if p.stem[6:].isdigit())
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest training-state checkpoint named in ``last_checkpoint``, if it exists."""
+        ptr = self.root / self.LAST_POINTER
+        if ptr.is_file():
+            p = self.root / ptr.read_text().strip()
+            if p.is_file():
+                return p
+        return None
+
+    def mark_last(self, path: Path, max_to_keep: int | None = None) -> None:
+        """Point ``last_checkpoint`` at ``path`` and delete the oldest beyond ``max_to_keep``."""
+        atomic_write_text(self.root / self.LAST_POINTER, path.name)
+        if max_to_keep:
+            for old in self.checkpoints()[:-int(max_to_keep)]:
+                if old != path:
+                    old.unlink(missing_ok=True)
+
+    def paths(self) -> dict:
+        last = self.last_checkpoint()
+        return {"output": str(self.root), "model_final": str(self.final) if self.final.exists() else None,
+                "best_model": str(self.best_dir) if self.best_weights.exists() else None,
+                "last_checkpoint": str(last) if last else None, "config": str(self.config),
+                "log": str(self.log), "metrics": str(self.metrics)}
+
+    def best_or_final(self) -> Path | None:
+        """The weights to use after training: ``best_model/`` if written, else ``model_final.pth``."""
+        if self.best_weights.is_file():
+            return self.best_dir
+        return self.final if self.final.is_file() else None
+
+    def eval_weights(self) -> Path:
+        """Default weights to evaluate or predict with: best, else final."""
+        for p in (self.best_weights, self.final):
+            if p.is_file():
+                return p
+        raise FileNotFoundError(f"no weights in {self.root}: neither {self.best_weights} nor {self.final} exists "
+                                "(train first, or name the weights: Evaluate.weight_path / Predict.model_dir)")
+
+    # ------------------------------------------------------------------ writing
+    def write_result(self, result: TrainResult) -> dict:
+        d = result.to_dict()
+        atomic_write_json(self.train_result, d)
+        return d
+
+    def read_result(self) -> dict:
+        return json.loads(self.train_result.read_text())
+
+    def write_config(self, text: str, best: bool = False) -> None:
+        atomic_write_text((self.best_dir if best else self.root) / self.CONFIG, text)
+
+    def write_best_metrics(self, metrics: dict) -> None:
+        atomic_write_json(self.best_dir / self.BEST_METRICS, metrics)
+
+    def reset_metrics(self) -> None:
+        self.metrics.unlink(missing_ok=True)
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.is_file():
+            return []
+        out = []
+        for line in self.metrics.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    @contextlib.contextmanager
+    def logging_to_file(self, loggers: tuple[str, ...] = ("workbench",), enabled: bool = True) -> Iterator[None]:
+        """INFO records of ``loggers`` appended to ``train.log`` while the block runs."""
+        if not enabled:
+            yield
+            return
+        self.make()
+        handler = logging.FileHandler(self.log, mode="a")
+        handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s", "%m/%d %H:%M:%S"))
+        handler.setLevel(logging.INFO)
+        saved: list[tuple[logging.Logger, int]] = []
+        for name in loggers:
+            lg = logging.getLogger(name)
+            saved.append((lg, lg.level))
+            if lg.level == logging.NOTSET or lg.level > logging.INFO:
+                lg.setLevel(logging.INFO)
+            lg.addHandler(handler)
+        try:
+            yield
+        finally:
+            for lg, level in saved:
+                lg.removeHandler(handler)
+                lg.setLevel(level)
+            handler.close()
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` with tuples as lists and paths as strings (for JSON/YAML files)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, os.PathLike):
+        return str(x)
+    return x

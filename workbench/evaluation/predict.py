@@ -1,0 +1,36 @@
+"""Predicting a dataset split with any model: one ``Result`` per image, in the split's order.
+
+Used by ``model.evaluate``, by the evaluation during training and by the evaluation explorer, so
+a split is predicted the same way everywhere (threshold 0: every detection the model gives).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..data.dataset import Dataset
+
+
+def predict_split(model: Any, dataset: Dataset | str | os.PathLike, split: str = "val", threshold: float = 0.0,
+                  batch_size: int = 1, progress: bool | None = None, keep_image: bool = False) -> list:
+    """``model.infer`` on every image of ``dataset`` (a ``Dataset`` or a PaddleX dataset folder)."""
+    from tqdm.auto import tqdm
+
+    ds = dataset if isinstance(dataset, Dataset) else Dataset.load_paddlex(dataset, split)
+    images = list(ds.images)
+    bs = max(1, int(batch_size))
+    show = len(images) > 1 if progress is None else progress
+    out = []
+    with tqdm(total=len(images), desc=f"predict {ds.split or 'split'}", unit="img", disable=not show) as bar:
+        for i in range(0, len(images), bs):
+            chunk = images[i:i + bs]
+            arrays = [ds.load_image(im) for im in chunk]
+            out.extend(model.infer(arrays, [str(ds.image_path(im)) for im in chunk], threshold=threshold,
+                                   keep_image=keep_image))
+            bar.update(len(chunk))
+    return out
+
+
+def to_coco_detections(dataset: Dataset, results: list) -> list[dict]:
+    """COCO result dicts of ``results`` (one per image of ``dataset``, same order)."""
+    return [d for im, r in zip(dataset.images, results) for d in r.to_coco(im.id)]

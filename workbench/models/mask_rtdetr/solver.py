@@ -1,0 +1,163 @@
+"""Training Mask-RT-DETR behind ``engine.BaseTrainer``: the epoch loop, EMA and optimizer groups.
+
+What is the family's own: PaddleDetection's recipe (``engine.build_optimizer``: AdamW with backbone
+lr multipliers; linear warmup; global-norm clipping; ``ModelEMA`` whose weights are evaluated and
+saved as the inference weights), multi-scale batches, and the class-specific layers re-initialised
+when fine-tuning to other classes. Everything else (run directory, metrics, best model, early
+stopping, resume bookkeeping, ``train_result.json``) is the shared trainer's.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...engine.classes import ClassMap
+from ...engine.trainer import BaseTrainer
+from .names import CLASS_SPECIFIC, MULTI_SCALE_640
+
+logger = logging.getLogger("workbench.mask_rtdetr")
+
+
+def train_sizes(input_size: int, multi_scale: bool) -> list[int]:
+    if not multi_scale:
+        return [input_size]
+    return [max(32, int(round(s * input_size / 640 / 32)) * 32) for s in MULTI_SCALE_640]
+
+
+class MaskRTDETRTrainer(BaseTrainer):
+    unit = "epochs"
+    loggers = ("workbench",)
+
+    @property
+    def max_iterations(self) -> int:
+        return int(self.args.epochs_iters) * self.steps_per_epoch
+
+    def _device(self) -> torch.device:
+        d = self.job.device
+        if d.startswith("cuda"):
+            dev = torch.device(f"cuda:{self.rank}" if self.world > 1 else (d if ":" in d else "cuda"))
+            torch.cuda.set_device(dev)
+            return dev
+        return torch.device("cpu")
+
+    def build(self) -> None:
+        from .criterion import build_criterion
+        from .data import make_loader
+        from .engine import ModelEMA, build_optimizer, build_warmup_scheduler, wrap_ddp
+        from .model import build_mask_rtdetr
+
+        a, o = self.args, self.args.options
+        seed = a.seed + self.rank
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        self.device = self._device()
+        self.net = build_mask_rtdetr(self.job.model_config["variant"], len(self.classes),
+                                     **self.job.model_config["overrides"])
+        self.net.to(self.device)
+        self.n_points = int(o.get("num_sample_points") or self.net.config.get("num_sample_points") or 12544)
+        self.criterion = build_criterion(len(self.classes), num_sample_points=self.n_points)
+        self.optimizer = build_optimizer(self.net, lr=a.learning_rate, weight_decay=o["weight_decay"])
+        self.scheduler = build_warmup_scheduler(self.optimizer, warmup_steps=a.warmup_steps)
+        self.ema = ModelEMA(self.net, decay=o["ema_decay"], warmup=o["ema_warmup"])
+        self.model = wrap_ddp(self.net, self.device)
+        self.sizes = train_sizes(a.input_size, o["multi_scale"])
+        self.loader = make_loader(self.train_ds, batch_size=a.batch_size, sizes=self.sizes, augment=o["augment"],
+                                  shuffle=True, num_workers=a.num_workers, distributed=self.world > 1)
+        self.steps_per_epoch = len(self.loader)
+        self.scaler = torch.amp.GradScaler("cuda") if a.amp else None
+
+    def meta(self) -> dict:
+        return {"model_name": self.job.model_name, "family": self.job.family,
+                "variant": self.job.model_config["variant"], "input_size": int(self.args.input_size),
+                "overrides": dict(self.job.model_config["overrides"]), **self.classes.to_meta()}
+
+    def loop(self) -> None:
+        from .engine import train_one_epoch
+
+        a = self.args
+        for epoch in range(self.state.done + 1, a.epochs_iters + 1):
+            if self.world > 1 and hasattr(self.loader.sampler, "set_epoch"):
+                self.loader.sampler.set_epoch(epoch)
+            stats = train_one_epoch(self.model, self.criterion, self.loader, self.optimizer, self.device,
+                                    scheduler=self.scheduler, ema=self.ema,
+                                    clip_max_norm=a.options["clip_max_norm"], amp=a.amp, scaler=self.scaler,
+                                    on_step=lambda _step, losses: self.log_step(self._named(losses), self._lr()))
+            self.state.epoch = epoch
+            logger.info("epoch %d/%d done: mean loss %.4f", epoch, a.epochs_iters, stats.get("loss", float("nan")))
+            if self.end_of_unit(epoch):
+                break
+
+    @staticmethod
+    def _named(losses: dict) -> dict:
+        return {("total_loss" if k == "loss" else k): v for k, v in losses.items()}
+
+    def _lr(self) -> float:
+        g = next((g for g in self.optimizer.param_groups if g.get("lr_mult", 1.0) == 1.0),
+                 self.optimizer.param_groups[0])
+        return float(g["lr"] / (g.get("lr_mult") or 1.0))
+
+    def load_initial_weights(self) -> None:
+        """Initial weights; the class-specific layers re-initialised when the classes differ."""
+        meta = self.job.init_meta or {}
+        init_classes = meta if meta.get("class_names") else meta.get("unnamed_classes")
+        same = bool(init_classes) and ClassMap.from_meta(init_classes).same(self.classes)
+        sd = self.job.init_state
+        if same:
+            self.net.load_state_dict(sd, strict=True)
+            return
+        own = self.net.state_dict()
+        keep = {k: v for k, v in sd.items()
+                if k in own and tuple(v.shape) == tuple(own[k].shape) and not k.startswith(CLASS_SPECIFIC)}
+        missing, _ = self.net.load_state_dict(keep, strict=False)
+        self.ema.module.load_state_dict(self.net.state_dict())
+        logger.info("initial weights %s: %d tensors loaded, %d re-initialised (class-specific or mis-shaped): %s",
+                    self.job.init_weights, len(keep), len(missing), missing[:10])
+
+    def save_checkpoint(self, path: Path, training_state: bool) -> None:
+        from .engine import save_checkpoint
+
+        extra = {"workbench": self.meta(), "train_state": self.state.to_json()}
+        if training_state:
+            save_checkpoint(path, self.net, ema=self.ema, optimizer=self.optimizer, scheduler=self.scheduler,
+                            epoch=self.state.done, extra=extra)
+        else:  # inference weights: the EMA model
+            save_checkpoint(path, self.ema.module, epoch=self.state.done, extra=extra)
+
+    def resume_from(self, path: Path) -> None:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if "optimizer" not in ck or "ema" not in ck:
+            raise ValueError(f"{path} is not a training-state checkpoint (no optimizer/EMA state); it was saved "
+                             "with save_training_state=False")
+        self.net.load_state_dict(ck["model"], strict=True)
+        self.ema.load_state_dict(ck["ema"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.state.load_json(ck["extra"]["train_state"])
+
+    def inference_model(self):
+        from .facade import MaskRTDETRModel
+
+        return MaskRTDETRModel.from_net(self.job.model_name, self.ema.module, self.classes, self.args.input_size)
+
+    def config_text(self) -> str:
+        import yaml
+
+        from ...engine.run_dir import jsonable
+
+        cfg = {"Global": {"model": self.job.model_name, "dataset_dir": self.job.dataset_dir,
+                          "output": self.job.output, "device": self.job.device, "num_processes": self.world,
+                          "seed": self.args.seed},
+               "Train": {k: v for k, v in self.args.to_dict().items() if k not in ("device", "seed", "options")},
+               "Options": self.args.options, "Model": dict(self.net.config),
+               "Criterion": {"num_sample_points": self.n_points},
+               "Data": {"train_sizes": self.sizes, "eval_size": self.args.input_size,
+                        "classes": self.classes.to_list()}}
+        return yaml.safe_dump(jsonable(cfg), sort_keys=False)
+
+
+__all__ = ["MaskRTDETRTrainer", "train_sizes"]

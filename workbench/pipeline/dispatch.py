@@ -1,0 +1,136 @@
+"""``Global.mode`` -> its handler, for every model family (the CLI only parses and calls this).
+
+Defaults, PaddleX-style: evaluate reads ``Evaluate.weight_path``, else the run directory's best
+weights (``<output>/best_model/model.pth``, else ``model_final.pth``) and writes
+``<output>/evaluate_result.json``; predict reads ``Predict.model_dir``, else ``<output>/best_model``,
+and writes an overlay image and a JSON per input image into ``<output>/predict/`` and
+``<output>/predict_result.json``; export writes ``<output>/inference/model.onnx`` and
+``<output>/export_result.json``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..engine.errors import ConfigError
+from ..engine.launcher import resolve_device
+from ..engine.run_dir import RunDir
+from ..utils.io import atomic_write_json
+
+
+def _need(value, key: str, what: str):
+    if not value:
+        raise ConfigError(f"{key} is required {what} (add -o {key}=...)")
+    return value
+
+
+def run_check_dataset(cfg: dict):
+    """Optional LabelMe conversion and re-split, then the check."""
+    from ..data.check import check_dataset
+
+    g, cd = cfg["Global"], cfg["CheckDataset"]
+    dataset_dir = Path(_need(g["dataset_dir"], "Global.dataset_dir", "to check a dataset"))
+    if cd["convert"]["enable"]:
+        from ..data.labelme import convert_labelme
+
+        convert_labelme(dataset_dir, None)
+    if cd["split"]["enable"]:
+        from ..data.split import split_dataset
+
+        tp, vp = cd["split"]["train_percent"], cd["split"]["val_percent"]
+        if tp is None or vp is None:
+            raise ConfigError("CheckDataset.split.enable=True needs CheckDataset.split.train_percent and "
+                              "CheckDataset.split.val_percent")
+        split_dataset(dataset_dir, tp, vp, seed=cd["split"]["seed"])
+    return check_dataset(dataset_dir, g["output"], num_samples=cd["num_samples"])
+
+
+def _device(device: str | None) -> str | None:
+    return None if device is None else resolve_device(device)
+
+
+TRAIN_KEYS = ("epochs_iters", "batch_size", "learning_rate", "input_size", "resume", "resume_path",
+              "eval_interval", "save_interval", "log_interval", "warmup_steps", "early_stop_patience", "amp",
+              "num_workers", "num_processes")
+FAMILY_KEYS = ("depth", "norm")  # passed only when set: they are options of one family
+
+
+def run_train(cfg: dict) -> dict:
+    from ..models import create_model
+
+    g, t = cfg["Global"], cfg["Train"]
+    dataset_dir = _need(g.get("dataset_dir"), "Global.dataset_dir", "for training")
+    model = create_model(g["model"], weights=t.get("pretrain_weight_path"), device=_device(g.get("device")))
+    kwargs = {k: t[k] for k in TRAIN_KEYS if k in t}
+    kwargs.update({k: t[k] for k in FAMILY_KEYS if t.get(k) is not None})
+    return model.train(dataset_dir, output=g.get("output") or "output", device=g.get("device"),
+                       seed=g.get("seed", 0), **kwargs)
+
+
+def run_evaluate(cfg: dict) -> dict:
+    from ..models import create_model
+
+    g, e = cfg["Global"], cfg["Evaluate"]
+    dataset_dir = _need(g.get("dataset_dir"), "Global.dataset_dir", "for evaluation")
+    output = Path(g.get("output") or "output")
+    weights = e.get("weight_path") or str(RunDir(output).eval_weights())
+    model = create_model(g["model"], weights=weights, device=_device(g.get("device")))
+    return model.evaluate(dataset_dir, output=str(output), batch_size=e.get("batch_size", 1))
+
+
+def run_predict(cfg: dict) -> dict:
+    from ..models import create_model
+
+    g, p = cfg["Global"], cfg["Predict"]
+    _need(p.get("input"), "Predict.input", "(an image, a folder or a list of images)")
+    output = Path(g.get("output") or "output")
+    model_dir = p.get("model_dir") or str(RunDir(output).best_dir)
+    model = create_model(g["model"], weights=model_dir, device=_device(g.get("device")))
+    out_dir = output / "predict"
+    t0 = time.perf_counter()
+    items = []
+    for r in model.predict(p["input"], batch_size=p["batch_size"], threshold=p["threshold"],
+                           mask_threshold=p["mask_threshold"]):
+        img = r.save_to_img(out_dir)
+        js = r.save_to_json(out_dir)
+        items.append({"input_path": r.input_path, "instances": len(r), "image": str(img), "json": str(js)})
+    res = {"done_flag": True, "model_name": g["model"], "model_dir": model_dir, "input": p["input"],
+           "output_dir": str(out_dir), "num_images": len(items), "results": items,
+           "wall_time_s": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(output / "predict_result.json", res)
+    return res
+
+
+def run_export(cfg: dict) -> dict:
+    """ONNX of the trained model's inference graph (masks included), for families that have one."""
+    from ..engine.errors import NotAvailableError
+    from ..engine.model import BaseModel
+    from ..models import create_model
+
+    g = cfg["Global"]
+    if type(create_model(g["model"], device="cpu")).export is BaseModel.export:
+        raise NotAvailableError(f"Global.mode=export: {g['model']} has no export yet (ONNX export is built for "
+                                "the Mask-RT-DETR models)")
+    output = Path(g["output"])
+    weights = cfg["Predict"]["model_dir"] or str(RunDir(output).best_dir)
+    model = create_model(g["model"], weights=weights, device="cpu")
+    path = model.export(output / "inference" / "model.onnx")
+    res = {"done_flag": True, "model_name": g["model"], "weights": weights, "onnx": str(path)}
+    atomic_write_json(output / "export_result.json", res)
+    print(f"exported {g['model']} to {path}")
+    return res
+
+
+MODES: dict[str, Callable[[dict], object]] = {
+    "check_dataset": run_check_dataset, "train": run_train, "evaluate": run_evaluate, "predict": run_predict,
+    "export": run_export,
+}
+
+
+def run_config(cfg: dict):
+    """Run the step ``cfg["Global"]["mode"]`` names."""
+    mode = cfg["Global"]["mode"]
+    if mode not in MODES:
+        raise ConfigError(f"Global.mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return MODES[mode](cfg)
