@@ -50,7 +50,8 @@ def main() -> dict:
 
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
-    from workbench.models.detectron2.data import ClassMap, register
+    from workbench.engine.classes import ClassMap
+    from workbench.models.detectron2.data import register
 
     class RawTrainer(DefaultTrainer):
         # Detectron2's default writers include TensorBoard (not installed here); keep the other two

@@ -99,7 +99,7 @@ def test_resnet_vd_backbone_structure():
 
 
 def test_url_weights_fail_fast():
-    from workbench.models.detectron2.weights import WeightsError
+    from workbench.engine.errors import WeightsError
 
     t = time.perf_counter()
     with pytest.raises(WeightsError, match="cannot download weights from http://127.0.0.1:9/x.pth"):
@@ -116,7 +116,8 @@ def test_dataset_registration_polygons_and_rle(shapes):
     from detectron2.data import detection_utils as utils
 
     from workbench.data.dataset import Dataset, rle_from_mask
-    from workbench.models.detectron2.data import ClassMap, mask_format_for, register
+    from workbench.engine.classes import ClassMap
+    from workbench.models.detectron2.data import mask_format_for, register
 
     ds = Dataset.load_paddlex(shapes, "train")
     assert mask_format_for(ds) == "polygon"
@@ -138,7 +139,7 @@ def test_dataset_registration_polygons_and_rle(shapes):
 
 
 def test_class_mismatch_is_loud(tmp_path, shapes):
-    from workbench.models.detectron2.data import ClassMismatchError
+    from workbench.engine.errors import ClassMismatchError
 
     m = create_model("MaskRCNN-ResNet50-FPN", class_names=["apple", "pear"], depth=18, input_size=128)
     path = m.save(tmp_path / "w.pth")
@@ -148,7 +149,7 @@ def test_class_mismatch_is_loud(tmp_path, shapes):
         m2.evaluate(shapes)
     with pytest.raises(ClassMismatchError, match="class mismatch"):
         m2.train(shapes, epochs_iters=1, output=str(tmp_path / "out"), progress=False)
-    from workbench.models.detectron2.weights import WeightsError
+    from workbench.engine.errors import WeightsError
 
     with pytest.raises(WeightsError, match="not Cascade"):
         create_model("Cascade-MaskRCNN-ResNet50-FPN", weights=path)
@@ -174,12 +175,25 @@ def test_coco_eval_perfect_and_empty(shapes):
     assert empty["segm"]["AP"] == 0.0
 
 
-@pytest.mark.parametrize("name", sorted(DETECTRON2_MODELS))
-def test_one_iteration_and_prediction(name, shapes_noval, tmp_path):
-    """Every registered name builds, trains one iteration from scratch and predicts, on CPU."""
-    m = create_model(name, device="cpu", input_size=128, d2_overrides=FAST)
+def _reduced_depth(name: str) -> int:
+    """The smallest depth of the same architecture: 18 (basic blocks); ResNeXt needs bottlenecks, 50."""
+    return 50 if DETECTRON2_MODELS[name].num_groups > 1 else 18
+
+
+ONE_ITER_CASES = [pytest.param(n, _reduced_depth(n), id=f"{n}-depth{_reduced_depth(n)}")
+                  for n in sorted(DETECTRON2_MODELS)]
+ONE_ITER_CASES.append(pytest.param("MaskRCNN-ResNeXt101-vd-FPN", None, id="MaskRCNN-ResNeXt101-vd-FPN-full-depth",
+                                   marks=pytest.mark.slow))
+
+
+@pytest.mark.parametrize("name,depth", ONE_ITER_CASES)
+def test_one_iteration_and_prediction(name, depth, shapes_noval, tmp_path):
+    """Every registered name builds, trains one iteration from scratch and predicts, on CPU: at the
+    reduced depth of the same architecture in the fast tier, one name also at its full depth."""
+    m = create_model(name, device="cpu", input_size=128, d2_overrides=FAST, depth=depth)
     out = tmp_path / "out"
-    res = m.train(shapes_noval, epochs_iters=1, batch_size=1, output=str(out), save_interval=1, progress=False)
+    res = m.train(shapes_noval, epochs_iters=1, batch_size=1, output=str(out), save_interval=1, progress=False,
+                  save_training_state=False)
     assert res["done_flag"] and res["iterations"] == 1 and res["status"] == "done"
     for f in ("train_result.json", "train.log", "config.yaml", "model_final.pth", "metrics.jsonl",
               "best_model/model.pth"):

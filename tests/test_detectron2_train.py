@@ -84,7 +84,7 @@ def test_cascade_converges(shapes, tmp_path):
 @pytest.mark.slow
 def test_evaluate_and_pipeline_on_trained_model(trained_maskrcnn, shapes, tmp_path):
     from workbench.config import load_config
-    from workbench.engine.pipeline import run_config
+    from workbench.pipeline import run_config
 
     m, res, ap, out = trained_maskrcnn
     ev = m.evaluate(shapes, output=tmp_path)
@@ -134,7 +134,7 @@ def test_resume_after_kill(tiny, tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), str(tiny), str(out), "0"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    ckpt = out / "model_0000005.pth"   # after iteration 6 (0-based 5)
+    ckpt = out / "model_0000006.pth"   # after iteration 6
     while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
         time.sleep(0.2)
     time.sleep(0.5)
@@ -148,7 +148,8 @@ def test_resume_after_kill(tiny, tmp_path):
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "train_result.json").read_text())
-    assert res["done_flag"] and res["iterations"] == 12 and res["max_iter"] == 12
+    assert res["done_flag"] and res["iterations"] == 12 and res["max_epochs_iters"] == 12
+    assert res["unit"] == "iterations" and res["epochs_iters"] == 12
     assert (out / "model_final.pth").is_file()
     log = (out / "train.log").read_text()
     assert "resuming from" in log
@@ -158,7 +159,7 @@ def test_resume_after_kill(tiny, tmp_path):
     import torch
 
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
-    assert final["iteration"] == 11 and final["workbench"]["class_names"] == ["circle", "square"]
+    assert final["iteration"] == 12 and final["workbench"]["class_names"] == ["circle", "square"]
 
 
 @pytest.mark.slow
@@ -177,7 +178,7 @@ def test_two_process_gloo_training(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_clear_message(tiny, tmp_path):
-    from workbench.models.detectron2.trainer import TrainingDivergedError
+    from workbench.engine.errors import TrainingDivergedError
 
     m = create_model("MaskRCNN-ResNet50-FPN", device="cpu", input_size=128, depth=18, d2_overrides=FAST)
     with pytest.raises(TrainingDivergedError, match=r"diverged \(NaN/inf\).*last good checkpoint is") as e:
@@ -203,7 +204,7 @@ def test_early_stopping(tiny, tmp_path):
     res = m.train(tiny, epochs_iters=20, batch_size=1, output=str(tmp_path), learning_rate=1e-12, eval_interval=1,
                   early_stop_patience=1, save_interval=100, progress=False)
     assert res["status"] == "stopped_early" and res["done_flag"]
-    assert res["iterations"] == 2 and res["best_iter"] == 1
+    assert res["iterations"] == 2 and res["best_epochs_iters"] == 1
     assert (tmp_path / "model_final.pth").is_file() and (tmp_path / "best_model" / "model.pth").is_file()
     evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
     assert [e["iter"] for e in evals] == [1, 2]

@@ -14,15 +14,15 @@ import torch
 
 from workbench.data.synthetic import make_shapes_dataset
 from workbench.engine.result import Result
-from workbench.models.mask_rtdetr import facade
-from workbench.models.mask_rtdetr.facade import (MODEL_NAMES, MaskRTDETRModel, TrainingDivergedError, WeightsError,
-                                                 create_model)
+from workbench.engine import classes as facade  # COCO_CATEGORY_IDS
+from workbench.engine.errors import TrainingDivergedError, WeightsError
+from workbench.models.mask_rtdetr.facade import MODEL_NAMES, MaskRTDETRModel, create_model
 
 SMALL = dict(num_queries=20, num_decoder_layers=2, num_denoising=10, freeze_norm=False, num_sample_points=512)
 TRAIN = dict(batch_size=2, input_size=128, multi_scale=False, warmup_steps=5, progress=False, device="cpu")
 MANIFEST = Path(__file__).parent / "mask_rtdetr_data" / "pd_keys_s.json"
 OUTPUT_FILES = {"train_result.json", "train.log", "config.yaml", "metrics.jsonl", "model_final.pth",
-                "model_last.pth", "best_model"}
+                "model_0000001.pth", "last_checkpoint", "best_model"}
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,9 @@ def test_train_outputs(trained):
     assert OUTPUT_FILES <= {p.name for p in out.iterdir()}
     assert (out / "best_model" / "model.pth").is_file()
     saved = json.loads((out / "train_result.json").read_text())
-    assert saved["done_flag"] and saved["status"] == "done" and saved["epochs"] == 1 and saved["iterations"] == 2
-    assert saved["best_epoch"] == 1 and "segm_AP" in saved["best_metrics"] and "bbox_AP" in saved["final_metrics"]
+    assert saved["done_flag"] and saved["status"] == "done" and saved["epochs_iters"] == 1 and saved["iterations"] == 2
+    assert saved["unit"] == "epochs" and saved["max_iterations"] == 2
+    assert saved["best_epochs_iters"] == 1 and "segm_AP" in saved["best_metrics"] and "bbox_AP" in saved["final_metrics"]
     assert saved["paths"]["best_model"] == str(out / "best_model")
     assert [c["name"] for c in saved["classes"]] == ["circle", "square"]
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -135,11 +136,12 @@ def test_resume_to_same_schedule(trained, dataset_dir, tmp_path):
     shutil.copytree(out, run)
     m = create_model("Mask-RT-DETR-S", device="cpu", **SMALL)
     res = m.train(dataset_dir, epochs_iters=2, output=run, resume=True, **TRAIN)
-    assert res["status"] == "done" and res["epochs"] == 2 and res["iterations"] == 4
+    assert res["status"] == "done" and res["epochs_iters"] == 2 and res["iterations"] == 4
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs if r["type"] == "eval"] == [1, 2]
     assert max(r["iter"] for r in recs) == 4
-    ck = torch.load(run / "model_last.pth", weights_only=True)
+    ck = torch.load(run / "model_0000002.pth", weights_only=True)
+    assert (run / "last_checkpoint").read_text() == "model_0000002.pth"
     assert ck["epoch"] == 2 and ck["ema"]["updates"] == 4
 
 
@@ -156,11 +158,11 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(dataset_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(engine, "total_loss", flaky)
     m = create_model("Mask-RT-DETR-S", device="cpu", **SMALL)
-    with pytest.raises(TrainingDivergedError, match="model_last.pth"):
+    with pytest.raises(TrainingDivergedError, match="model_0000001.pth"):
         m.train(dataset_dir, epochs_iters=3, output=tmp_path, **TRAIN)
     res = json.loads((tmp_path / "train_result.json").read_text())
     assert res["status"] == "failed" and not res["done_flag"] and "non-finite loss" in res["error"]
-    assert torch.load(tmp_path / "model_last.pth", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "model_0000001.pth", weights_only=True)["epoch"] == 1
 
 
 def test_amp_needs_cuda_and_bad_args(dataset_dir, tmp_path):

@@ -13,8 +13,11 @@ import torch
 from workbench.data.dataset import Dataset, rle_from_mask
 from workbench.models.mask_rtdetr.criterion import build_criterion
 from workbench.models.mask_rtdetr.data import make_loader
-from workbench.models.mask_rtdetr.engine import (ModelEMA, build_optimizer, build_warmup_scheduler, evaluate_coco,
-                                                 load_checkpoint, predict_images, save_checkpoint, train_one_epoch)
+from workbench.engine.classes import ClassMap
+from workbench.evaluation import coco_metrics, flat_metrics, predict_split, to_coco_detections
+from workbench.models.mask_rtdetr.engine import (ModelEMA, build_optimizer, build_warmup_scheduler, load_checkpoint,
+                                                 predict_images, save_checkpoint, train_one_epoch)
+from workbench.models.mask_rtdetr.facade import MaskRTDETRModel
 from workbench.models.mask_rtdetr.model import build_mask_rtdetr
 
 SIZE = 160
@@ -88,7 +91,8 @@ def test_overfit_segm_ap(tmp_path):
         first = first if first is not None else stats["loss"]
     train_s = time.time() - t0
     assert stats["loss"] < 0.5 * first
-    ap = evaluate_coco(model, ds, size=SIZE)
+    wrapped = MaskRTDETRModel.from_net("Mask-RT-DETR-S", model, ClassMap.from_dataset(ds), SIZE)
+    ap = flat_metrics(coco_metrics(ds, to_coco_detections(ds, predict_split(wrapped, ds, progress=False))))
     print(f"overfit: {train_s:.0f}s training, loss {first:.1f} -> {stats['loss']:.1f}, {ap}")
     assert ap["segm_AP"] >= 0.5, ap
 

@@ -12,9 +12,10 @@ DETECTRON2_MODELS = _d2.DETECTRON2_MODELS
 MASK_RTDETR_MODELS = tuple(_rtdetr.MODEL_NAMES)
 
 register_family(list(DETECTRON2_MODELS), "workbench.models.detectron2.model:create_model", family="detectron2",
-                unit=_d2.UNIT, train_defaults=_d2.TRAIN_DEFAULTS, train_options=_d2.TRAIN_OPTIONS)
+                unit=_d2.UNIT, train_defaults=_d2.TRAIN_DEFAULTS, train_options=_d2.TRAIN_OPTIONS, smoke=_d2.SMOKE)
 register_family(list(MASK_RTDETR_MODELS), "workbench.models.mask_rtdetr.facade:create_model", family="mask_rtdetr",
-                unit=_rtdetr.UNIT, train_defaults=_rtdetr.TRAIN_DEFAULTS, train_options=_rtdetr.TRAIN_OPTIONS)
+                unit=_rtdetr.UNIT, train_defaults=_rtdetr.TRAIN_DEFAULTS, train_options=_rtdetr.TRAIN_OPTIONS,
+                smoke=_rtdetr.SMOKE)
 
 __all__ = ["create_model", "available_models", "register_family", "check_name", "family_of", "family_info",
            "families", "FamilyInfo", "UnknownModelError", "DETECTRON2_MODELS", "MASK_RTDETR_MODELS"]

@@ -33,11 +33,12 @@ class FamilyInfo:
     unit: str = "iterations"
     train_defaults: dict = field(default_factory=dict)
     train_options: dict = field(default_factory=dict)
+    smoke: dict = field(default_factory=dict)  # {"model": create_model kwargs, "train": train kwargs}: tiny
 
 
 def register_family(names: Iterable[str], factory: Factory | str, family: str | None = None,
-                    replace: bool = False, unit: str = "iterations", train_defaults: dict | None = None,
-                    train_options: dict | None = None) -> None:
+                    replace: bool = False, unit: str | None = None, train_defaults: dict | None = None,
+                    train_options: dict | None = None, smoke: dict | None = None) -> None:
     """Register the model ``names`` built by ``factory`` (callable or ``"module:function"``)."""
     names = [names] if isinstance(names, str) else list(names)
     family = family or (factory if isinstance(factory, str) else getattr(factory, "__module__", "family"))
@@ -46,7 +47,9 @@ def register_family(names: Iterable[str], factory: Factory | str, family: str | 
             raise ValueError(f"model name {n!r} is already registered by family {_NAME_TO_FAMILY[n]!r}")
     entry = _FAMILIES.setdefault(family, {"factory": factory, "names": []})
     entry["factory"] = factory
-    entry["info"] = FamilyInfo(family, unit, dict(train_defaults or {}), dict(train_options or {}))
+    old = entry.get("info") or FamilyInfo(family)
+    entry["info"] = FamilyInfo(family, unit or old.unit, dict(train_defaults or old.train_defaults),
+                               dict(train_options or old.train_options), dict(smoke or old.smoke))
     for n in names:
         _NAME_TO_FAMILY[n] = family
         if n not in entry["names"]:

@@ -47,3 +47,8 @@ TRAIN_DEFAULTS = {"epochs_iters": 1000, "batch_size": 2, "learning_rate": 0.01, 
                   "save_interval": 500, "log_interval": 10, "warmup_steps": 100}
 # The family's own training arguments: ResNet norm and depth, and raw Detectron2 config keys.
 TRAIN_OPTIONS = {"norm": None, "depth": None, "d2_overrides": None}
+# The smallest working configuration of the family (ResNet-18 body, few RoIs): the cross-family
+# contract test and the notebook tests train it for a few iterations.
+SMOKE = {"model": {"depth": 18, "input_size": 96, "d2_overrides": {"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32}},
+         "train": {"epochs_iters": 2, "batch_size": 2, "eval_interval": 2, "save_interval": 1, "log_interval": 1,
+                   "warmup_steps": 1}}

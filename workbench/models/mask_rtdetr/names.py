@@ -14,3 +14,9 @@ MULTI_SCALE_640 = (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 8
 # Weights that hold the class-specific layers (re-initialised when fine-tuning on other classes);
 # one score head is shared by the encoder and decoder in this port.
 CLASS_SPECIFIC = ("transformer.score_head.", "transformer.denoising_class_embed.")
+# The smallest working configuration of the family (20 queries, one decoder layer, no denoising):
+# the cross-family contract test and the notebook tests train it for one epoch.
+SMOKE = {"model": {"num_queries": 20, "num_decoder_layers": 1, "num_denoising": 0, "num_sample_points": 256,
+                   "input_size": 96},
+         "train": {"epochs_iters": 2, "batch_size": 4, "eval_interval": 2, "save_interval": 1, "log_interval": 1,
+                   "warmup_steps": 2, "multi_scale": False}}
