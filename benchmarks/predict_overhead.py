@@ -37,7 +37,6 @@ def main() -> dict:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     from workbench.data.dataset import Dataset
@@ -47,7 +46,6 @@ def main() -> dict:
 
     import_detectron2()
     from detectron2.engine import DefaultPredictor, DefaultTrainer
-
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
     from workbench.engine.classes import ClassMap

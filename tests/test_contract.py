@@ -1,6 +1,7 @@
 """The cross-family contract: every registered model family trains, writes, predicts and thresholds
 the same way. Parametrised by registration: a new family joins these tests by registering its
 names with a ``smoke`` configuration (the smallest model of the family that trains)."""
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,32 @@ from workbench.models import create_model, families, family_info
 # one model name per registered family
 FAMILY_MODELS = {fam: sorted(names)[0] for fam, names in families().items()}
 TRAIN_KEYS = {"type", "iter", "max_iter", "epoch", "total_loss", "lr", "time", "elapsed_s"}
-EVAL_KEYS = ({"type", "iter", "epoch", "epochs_iters", "per_class_segm_AP", "eval_time_s", "best_segm_AP",
-              "best_epochs_iters"}
-             | {f"{t}_{k}" for t in ("bbox", "segm")
-                for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")})
-LAYOUT = {"train_result.json", "metrics.jsonl", "train.log", "config.yaml", "model_final.pth", "last_checkpoint",
-          "model_NNNNNNN.pth", "best_model/model.pth", "best_model/config.yaml", "best_model/best_metrics.json"}
+EVAL_KEYS = {
+    "type",
+    "iter",
+    "epoch",
+    "epochs_iters",
+    "per_class_segm_AP",
+    "eval_time_s",
+    "best_segm_AP",
+    "best_epochs_iters",
+} | {
+    f"{t}_{k}"
+    for t in ("bbox", "segm")
+    for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+}
+LAYOUT = {
+    "train_result.json",
+    "metrics.jsonl",
+    "train.log",
+    "config.yaml",
+    "model_final.pth",
+    "last_checkpoint",
+    "model_NNNNNNN.pth",
+    "best_model/model.pth",
+    "best_model/config.yaml",
+    "best_model/best_metrics.json",
+}
 
 
 def _family_keys(keys) -> set[str]:
@@ -111,8 +132,15 @@ def test_result_fields_and_threshold_rule(trained, dataset):
     r = next(model.predict(img, threshold=0.0))
     assert isinstance(r, Result) and r.model_name == name and r.input_path == str(img)
     assert r.image_size == (96, 96) and len(r) > 0 and r.mask_probs is not None
-    assert set(r.to_dict()) == {"input_path", "page_index", "model_name", "image_size", "threshold",
-                                "mask_threshold", "boxes"}
+    assert set(r.to_dict()) == {
+        "input_path",
+        "page_index",
+        "model_name",
+        "image_size",
+        "threshold",
+        "mask_threshold",
+        "boxes",
+    }
     assert set(r.to_dict()["boxes"][0]) == {"cls_id", "label", "score", "coordinate", "mask"}
     assert set(r.class_ids.tolist()) <= {1, 2} and set(r.class_names) <= {"circle", "square"}
     # the threshold rule through the family's real inference path: a detection whose score equals
@@ -131,8 +159,14 @@ def test_threshold_rule_hand_made():
 
     from workbench.models.mask_rtdetr.postprocess import image_detections
 
-    d = image_detections(torch.tensor(scores), torch.zeros(4, dtype=torch.long), torch.rand(4, 4),
-                         torch.zeros(4, 8, 8), (16, 16), threshold=0.5)
+    d = image_detections(
+        torch.tensor(scores),
+        torch.zeros(4, dtype=torch.long),
+        torch.rand(4, 4),
+        torch.zeros(4, 8, 8),
+        (16, 16),
+        threshold=0.5,
+    )
     assert d["scores"].tolist() == pytest.approx([0.5, 0.5000001, 0.7])
     r = Result(input_path=None, image_size=(4, 4), boxes=np.zeros((4, 4)), scores=scores)
     assert len(r.filter(threshold=0.5)) == 3

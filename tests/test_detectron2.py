@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from workbench.data.synthetic import make_shapes_dataset
-from workbench.models import DETECTRON2_MODELS, UnknownModelError, available_models, create_model, register_family
 from workbench.engine.result import Result
+from workbench.models import DETECTRON2_MODELS, UnknownModelError, available_models, create_model, register_family
 
 # Small images and few sampled RoIs per image keep CPU steps short; both are ordinary settings
 # for 128-px images with a handful of objects (Detectron2's 512 RoIs/image are sized for COCO).
@@ -70,12 +69,11 @@ def test_register_family_plugs_in_another_family():
 
 def test_resnet_vd_backbone_structure():
     import torch
+    from detectron2.modeling import build_backbone
     from torch import nn
 
     from workbench.models.detectron2.config import build_cfg
     from workbench.models.detectron2.resnet_vd import DeepStem
-
-    from detectron2.modeling import build_backbone
 
     cfg = build_cfg("MaskRCNN-ResNet50-vd-FPN", num_classes=2)
     assert cfg.MODEL.BACKBONE.NAME == "build_resnet_vd_fpn_backbone"

@@ -88,6 +88,7 @@ def test_evaluate_and_pipeline_on_trained_model(trained_maskrcnn, shapes, tmp_pa
 
     m, res, ap, out = trained_maskrcnn
     ev = m.evaluate(shapes, output=tmp_path)
+    assert ev["metrics"]["segm"]["AP"] == pytest.approx(ap, abs=1e-6)
     data = json.loads((tmp_path / "evaluate_result.json").read_text())
     seg = data["metrics"]["segm"]
     assert seg["AP"] == pytest.approx(ap, abs=1e-6)  # same weights, same data, same numbers

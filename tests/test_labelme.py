@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import shutil
 import sys
@@ -14,8 +13,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from workbench.data import labelme as lm
 import workbench.utils.io as wio
+from workbench.data import labelme as lm
 from workbench.data.dataset import Dataset
 from workbench.data.labelme import LabelmeError, LabelmeWarning, convert_labelme
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from workbench.data.synthetic import make_shapes_dataset
-from workbench.engine.result import Result
 from workbench.engine import classes as facade  # COCO_CATEGORY_IDS
 from workbench.engine.errors import TrainingDivergedError, WeightsError
+from workbench.engine.result import Result
 from workbench.models.mask_rtdetr.facade import MODEL_NAMES, MaskRTDETRModel, create_model
 
 SMALL = dict(num_queries=20, num_decoder_layers=2, num_denoising=10, freeze_norm=False, num_sample_points=512)

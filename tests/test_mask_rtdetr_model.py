@@ -4,8 +4,12 @@ import torch
 
 from workbench.models.mask_rtdetr.box_ops import masks_to_boxes_cxcywh
 from workbench.models.mask_rtdetr.denoising import get_denoising_training_group
-from workbench.models.mask_rtdetr.model import (EXPECTED_PARAMS, EXPECTED_STATE_DICT_ENTRIES, build_mask_rtdetr,
-                                                count_parameters)
+from workbench.models.mask_rtdetr.model import (
+    EXPECTED_PARAMS,
+    EXPECTED_STATE_DICT_ENTRIES,
+    build_mask_rtdetr,
+    count_parameters,
+)
 from workbench.models.mask_rtdetr.postprocess import PostProcess
 
 # numbers from the porting spec (Paddle, num_classes=80, BN statistics not counted)

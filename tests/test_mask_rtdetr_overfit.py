@@ -11,12 +11,19 @@ import pytest
 import torch
 
 from workbench.data.dataset import Dataset, rle_from_mask
-from workbench.models.mask_rtdetr.criterion import build_criterion
-from workbench.models.mask_rtdetr.data import make_loader
 from workbench.engine.classes import ClassMap
 from workbench.evaluation import coco_metrics, flat_metrics, predict_split, to_coco_detections
-from workbench.models.mask_rtdetr.engine import (ModelEMA, build_optimizer, build_warmup_scheduler, load_checkpoint,
-                                                 predict_images, save_checkpoint, train_one_epoch)
+from workbench.models.mask_rtdetr.criterion import build_criterion
+from workbench.models.mask_rtdetr.data import make_loader
+from workbench.models.mask_rtdetr.engine import (
+    ModelEMA,
+    build_optimizer,
+    build_warmup_scheduler,
+    load_checkpoint,
+    predict_images,
+    save_checkpoint,
+    train_one_epoch,
+)
 from workbench.models.mask_rtdetr.facade import MaskRTDETRModel
 from workbench.models.mask_rtdetr.model import build_mask_rtdetr
 
@@ -86,7 +93,7 @@ def test_overfit_segm_ap(tmp_path):
     loader = make_loader(ds, batch_size=4, sizes=(SIZE,), augment=False, shuffle=False)
     t0 = time.time()
     first = None
-    for epoch in range(110):
+    for _epoch in range(110):
         stats = train_one_epoch(model, crit, loader, opt, "cpu", scheduler=sched, ema=ema, clip_max_norm=0.1)
         first = first if first is not None else stats["loss"]
     train_s = time.time() - t0

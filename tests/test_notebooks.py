@@ -140,7 +140,8 @@ def test_train_notebook_writes_its_files(executed):
     for f in ("train_result.json", "metrics.jsonl", "best_model/model.pth"):
         assert (train / f).is_file(), f
     res = json.loads((train / "train_result.json").read_text())
-    assert res["status"] == "done" and res["iterations"] == 2
+    assert res["status"] == "done" and res["iterations"] == 2 and res["unit"] == "iterations"
+    assert res["epochs_iters"] == res["max_epochs_iters"] == 2 and res["best_epochs_iters"] == 2
     recs = [json.loads(x) for x in (train / "metrics.jsonl").read_text().splitlines()]
     assert {r["type"] for r in recs} == {"train", "eval"}
     # the loss curve in the saved notebook holds the losses of metrics.jsonl
@@ -152,6 +153,46 @@ def test_train_notebook_writes_its_files(executed):
     assert "epochs_iters = 2" in injected[0].source
     assert (executed["dir"] / "evaluate" / "evaluate_result.json").is_file()
     assert list((executed["dir"] / "predict").glob("*_res.json")) and list((executed["dir"] / "predict").glob("*_res.png"))
+
+
+def _error_text(nb_path: Path) -> str:
+    nb = nbformat.read(nb_path, as_version=4)
+    errors = [o for o in _outputs(nb) if o.output_type == "error"]
+    return "\n".join(errors[0].get("traceback", [])) if errors else ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name,unit,params", [
+    ("MaskRCNN-ResNet50-FPN", "iterations",
+     {"epochs_iters": 2, "batch_size": 2, "input_size": 96, "model_options": {"depth": 18},
+      "train_options": {"eval_interval": 2, "log_interval": 1}}),
+    ("Mask-RT-DETR-S", "epochs",
+     {"epochs_iters": 1, "batch_size": 2, "input_size": 128,
+      "model_options": {"num_queries": 20, "num_decoder_layers": 1, "num_denoising": 0},
+      "train_options": {"eval_interval": 1, "log_interval": 1}}),
+], ids=["mask_rcnn", "mask_rtdetr"])
+def test_train_notebook_runs_for_each_family(tmp_path, model_name, unit, params):
+    """04_train headless to the end for both families: one panel, one train_result.json schema."""
+    from workbench.data.synthetic import make_shapes_dataset
+
+    data, train = tmp_path / "shapes", tmp_path / "train"
+    make_shapes_dataset(data, num_train=8, num_val=4, size=(96, 96), seed=3)
+    try:
+        executed = wbnb.run_notebook(NB_DIR / "04_train.ipynb", {
+            "dataset_dir": str(data), "model_name": model_name, "output_dir": str(train), **params}, tmp_path / "nb")
+    except wbnb.NotebookRunError as e:
+        pytest.fail(f"{model_name}: {e}\n{_error_text(e.executed_path)}")
+    nb = nbformat.read(executed, as_version=4)
+    assert not [o for o in _outputs(nb) if o.output_type == "error"]
+    res = json.loads((train / "train_result.json").read_text())
+    assert res["unit"] == unit and res["model_name"] == model_name and res["status"] == "done"
+    assert res["epochs_iters"] == res["max_epochs_iters"] == params["epochs_iters"]
+    assert res["iterations"] == res["max_iterations"] >= 1
+    assert (train / "best_model").is_dir()
+    recs = [json.loads(x) for x in (train / "metrics.jsonl").read_text().splitlines()]
+    assert {r["max_iter"] for r in recs if r["type"] == "train"} == {res["max_iterations"]}
+    printed = "".join(o.get("text", "") for o in _outputs(nb) if o.output_type == "stream")
+    assert f"'unit': '{unit}'" in printed and printed.count("done") >= 2  # panel state and status
 
 
 @pytest.mark.slow

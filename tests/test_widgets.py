@@ -18,7 +18,7 @@ def _image_with_classes(browser, *names):
     """Index of the first image (current split) having instances of all ``names``."""
     ds = browser.dataset
     cats = {c.id: c.name for c in ds.categories}
-    for i, (im, insts) in enumerate(ds.iter_images()):
+    for i, (_im, insts) in enumerate(ds.iter_images()):
         have = {cats[a.category_id] for a in insts}
         if set(names) <= have:
             return i
@@ -184,37 +184,121 @@ def test_prediction_explorer_without_soft_masks(tmp_path):
     assert ex.count == 4
 
 
+def _results_from_gt(ds, drop=(), relabel=()):
+    """Results made from the ground truth: images ``drop`` lose all masks, images ``relabel`` get
+    their first instance's class wrong."""
+    from workbench.engine.result import Result
+
+    other = {c.id: next(o.id for o in ds.categories if o.id != c.id) for c in ds.categories}
+    results = []
+    for k, (im, insts) in enumerate(ds.iter_images()):
+        _, masks = ds.masks(im)
+        keep = [] if k in drop else list(range(len(insts)))
+        cls = [insts[i].category_id for i in keep]
+        if k in relabel and cls:
+            cls[0] = other[cls[0]]
+        results.append(Result(input_path=str(ds.image_path(im)), image_size=(im.height, im.width),
+                              boxes=[[a.bbox[0], a.bbox[1], a.bbox[0] + a.bbox[2], a.bbox[1] + a.bbox[3]]
+                                     for a in (insts[i] for i in keep)],
+                              scores=[0.9] * len(keep), class_ids=cls, class_names=["x"] * len(keep),
+                              masks=masks[keep] if keep else np.zeros((0, im.height, im.width), bool)))
+    return results
+
+
 def test_evaluation_explorer_ranks_and_draws(shapes_dir):
     """Predictions made from the ground truth (one image's masks dropped) rank that image worst."""
     from workbench.data.dataset import Dataset
     from workbench.evaluation import coco_metrics
-    from workbench.engine.result import Result
 
     ds = Dataset.load_paddlex(shapes_dir, "val")
-    results = []
-    for k, (im, insts) in enumerate(ds.iter_images()):
-        _, masks = ds.masks(im)
-        keep = [] if k == 1 else list(range(len(insts)))
-        results.append(Result(input_path=str(ds.image_path(im)), image_size=(im.height, im.width),
-                              boxes=[[a.bbox[0], a.bbox[1], a.bbox[0] + a.bbox[2], a.bbox[1] + a.bbox[3]]
-                                     for a in (insts[i] for i in keep)],
-                              scores=[0.9] * len(keep), class_ids=[insts[i].category_id for i in keep],
-                              class_names=["x"] * len(keep), masks=masks[keep] if keep else np.zeros((0, 96, 96), bool)))
+    results = _results_from_gt(ds, drop=(1,))
     preds = [p for im, r in zip(ds.images, results) for p in r.to_coco(im.id)]
     evaluation = {"split": "val", "dataset_dir": str(shapes_dir), "metrics": coco_metrics(ds, preds)}
     ex = wbw.EvaluationExplorer(evaluation, shapes_dir, results)
     assert "wb-ap-table" in ex.table.value
-    worst_i, worst_q = ex.ranking[0]
-    assert worst_i == 1 and worst_q["f1"] == 0.0 and worst_q["fn"] == len(list(ds.iter_images())[1][1])
-    assert all(q["f1"] == 1.0 for i, q in ex.ranking[1:])
+    worst_i, worst = ex.ranking[0]
+    assert worst_i == 1 and worst.f1 == 0.0 and worst.counts["missed"] == len(list(ds.iter_images())[1][1])
+    assert all(e.f1 == 1.0 for i, e in ex.ranking[1:])
+    assert ex.worst.value == 1 and "F1 0.00" in ex.worst.label and "F1 0.00" in ex.info.value
     assert set(ex.pr["curves"]) == {"IoU 0.50", "IoU 0.75", "IoU 0.50:0.95"}
     assert ex.figures()["pr_curves"].data
     assert ex.pair is not None and "image/png" in ex._repr_mimebundle_()
     ex.threshold.value = 0.95  # nothing passes: every image is now missing all instances
-    assert all(q["tp"] == 0 for _, q in ex.ranking)
+    assert all(e.counts["tp"] == 0 for _, e in ex.ranking)
+    with pytest.raises(ValueError, match="predict every image"):
+        wbw.EvaluationExplorer(evaluation, shapes_dir, results[:-1])
+
+
+def test_evaluation_explorer_ranks_like_the_report(shapes_dir, tmp_path):
+    """The explorer and ``evaluate``'s report rank with one matcher: same order, same counts."""
+    from workbench.data.dataset import Dataset
+    from workbench.evaluation import evaluate
+
+    ds = Dataset.load_paddlex(shapes_dir, "val")
+    results = _results_from_gt(ds, drop=(2,), relabel=(0,))
+    report = evaluate(results, ds, output_dir=tmp_path / "eval", score_threshold=0.5)
+    ex = wbw.EvaluationExplorer(tmp_path / "eval", shapes_dir, results, threshold=0.5)
+    assert ex.pr == report.metrics["analysis"]["pr_curves"]  # read from evaluate_result.json
+    ranked = [ds.images[i].id for i, _ in ex.ranking]
+    assert ranked == [e.image_id for e in report.worst_images(len(ds.images))]
+    assert [e.counts for _, e in ex.ranking] == [e.counts for e in report.worst_images(len(ds.images))]
+    assert ex.ranking[0][1].counts["wrong_class"] + ex.ranking[1][1].counts["wrong_class"] == 1
+    assert not hasattr(wbw, "image_quality")
 
 
 # ----------------------------------------------------------------------- training
+def test_training_panel_follows_the_family():
+    """Schedule label and defaults come from the registry, and follow the model dropdown."""
+    import sys
+
+    from workbench.models import family_info
+
+    p = wbw.TrainingPanel("data", "out", model_name="Mask-RT-DETR-S")
+    d = family_info("Mask-RT-DETR-S").train_defaults
+    assert p.iters.description == "epochs" and p.unit == "epochs"
+    assert (p.iters.value, p.batch_size.value, p.lr.value) == (d["epochs_iters"], d["batch_size"], d["learning_rate"])
+    p.model.value = "MaskRCNN-ResNet50-FPN"
+    d = family_info("MaskRCNN-ResNet50-FPN").train_defaults
+    assert p.iters.description == "iterations"
+    assert (p.iters.value, p.batch_size.value, p.lr.value) == (d["epochs_iters"], d["batch_size"], d["learning_rate"])
+    q = wbw.TrainingPanel("data", "out", model_name="MaskRCNN-ResNet50-FPN", epochs_iters=7, batch_size=3,
+                          learning_rate=0.5)
+    assert (q.iters.value, q.batch_size.value, q.lr.value) == (7, 3, 0.5)
+    spec = q.spec()
+    assert spec["train_kwargs"]["epochs_iters"] == 7 and spec["model_name"] == "MaskRCNN-ResNet50-FPN"
+    cmd = q.command(spec)
+    assert cmd[:4] == [sys.executable, "-m", "workbench", "train-worker"] and json.loads(cmd[4]) == spec
+    assert wbw.train_worker_main([]) == 2
+
+
+def test_training_panel_progress_counts_optimizer_steps():
+    p = wbw.TrainingPanel("data", "out", model_name="Mask-RT-DETR-S")
+    p.state = "running"
+    p.records = [{"type": "train", "iter": 1, "max_iter": 40, "epoch": 1, "total_loss": 3.0, "lr": 1e-4,
+                  "time": 0.5, "elapsed_s": 0.5},
+                 {"type": "train", "iter": 10, "max_iter": 40, "epoch": 1, "total_loss": 2.0, "lr": 1e-4,
+                  "time": 0.25, "elapsed_s": 2.75},
+                 {"type": "eval", "iter": 10, "epoch": 1, "epochs_iters": 1, "bbox_AP": 0.1, "segm_AP": 0.2,
+                  "best_segm_AP": 0.2, "best_epochs_iters": 1}]
+    p._draw()
+    assert (p.progress.value, p.progress.max, p.progress.description) == (10, 40, "10/40 it")
+    assert "4.00 it/s" in p.status.value and "ETA 0:08" in p.status.value and "val mask AP 0.200" in p.status.value
+    assert wbw.progress_of(p.records)["eta_s"] == pytest.approx(7.5)
+    loss, ap = p.figures()["loss"], p.figures()["metrics"]
+    assert loss.layout.xaxis.title.text == "iteration" and list(loss.data[0].x) == [1, 10]
+    assert list(ap.data[0].x) == [10]
+
+
+def test_viz_package_keeps_its_names():
+    from workbench import viz
+    from workbench.viz import draw_instances, figures
+
+    assert viz.draw_instances is draw_instances and viz.loss_figure is figures.loss_figure
+    for name in ("class_color", "encode_png", "save_image", "grouped_bar_figure", "histogram_figure", "bar_figure",
+                 "save_bar_png", "save_hist_png", "pr_figure", "score_histogram", "instance_stats_figures"):
+        assert callable(getattr(viz, name)), name
+
+
 def test_training_panel_stop_really_stops(shapes_dir, tmp_path):
     """Start trains in a subprocess; Stop ends it (the process is gone, no result 'done')."""
     import time

@@ -76,26 +76,9 @@ class CheckResult:
 
     def figures(self) -> dict:
         """Plotly figures of the statistics, for notebooks and widgets."""
-        from .. import viz
+        from ..viz import instance_stats_figures
 
-        s = self.stats
-        figs = {
-            "class_histogram": viz.grouped_bar_figure(s["instances_per_class"], "Instances per class"),
-            "images_per_class": viz.grouped_bar_figure(s["images_per_class"], "Images containing each class",
-                                                       ylabel="images"),
-            "instances_per_image": viz.histogram_figure(s["instances_per_image"], "Instances per image",
-                                                        "instances"),
-            "mask_area": viz.histogram_figure(s["mask_areas"], "Mask area (pixels)", "area", log_x=True),
-        }
-        sizes = s["image_sizes"]
-        import plotly.graph_objects as go
-
-        fig = go.Figure([go.Scatter(x=[w for w, _ in v], y=[h for _, h in v], mode="markers", name=k)
-                         for k, v in sizes.items()])
-        fig.update_layout(title="Image sizes", xaxis_title="width", yaxis_title="height",
-                          template="plotly_white", height=360)
-        figs["image_sizes"] = fig
-        return figs
+        return instance_stats_figures(self.stats)
 
     def summary(self) -> str:
         a = self.attributes
@@ -142,7 +125,8 @@ def _check_polygon(poly, w: int, h: int, tol: float) -> str | None:
     return None
 
 
-def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Problem],
+# complexity: one flat list of independent checks, read top to bottom
+def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Problem],  # noqa: C901
                     check_images: bool, tol: float) -> dict[int, tuple[int, int]]:
     """Append problems of one split; return the actual (w, h) of readable images."""
     cats = Counter(c.id for c in ds.categories)
@@ -193,8 +177,8 @@ def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Prob
     img_by_id = ds.image_by_id()
     annotated: set[int] = set()
     for a in ds.instances:
-        P = lambda code, msg: problems.append(Problem(code, json_file, msg, image_id=a.image_id,  # noqa: E731
-                                                      annotation_id=a.id))
+        P = lambda code, msg, a=a: problems.append(Problem(code, json_file, msg, image_id=a.image_id,  # noqa: E731
+                                                           annotation_id=a.id))
         im = img_by_id.get(a.image_id)
         if im is None:
             P("unknown_image_id", f"refers to image id {a.image_id}, which is not in 'images'")
@@ -276,7 +260,8 @@ def dataset_stats(datasets: dict[str, Dataset]) -> dict:
     return s
 
 
-def check_dataset(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None,
+# complexity: a sequence of steps (validate, stats, samples, result file)
+def check_dataset(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None,  # noqa: C901
                   num_samples: int = 10, check_images: bool = True, tolerance: float = 1.0,
                   raise_on_error: bool = False, verbose: bool = True) -> CheckResult:
     """Validate the PaddleX COCO layout at ``dataset_dir`` and write ``check_dataset_result.json``.

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,7 @@ class Dataset:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_coco_dict(cls, d: dict, image_root: str | os.PathLike | None = None,
-                       split: str | None = None, source: str | os.PathLike | None = None) -> "Dataset":
+                       split: str | None = None, source: str | os.PathLike | None = None) -> Dataset:
         """Build from a COCO dict. Structural problems raise ``ValueError`` naming the file;
         content problems (bad polygons, out-of-bounds boxes…) are left for ``check_dataset``."""
         where = str(source) if source else "COCO dict"
@@ -166,14 +167,14 @@ class Dataset:
 
     @classmethod
     def load_coco(cls, json_path: str | os.PathLike, image_root: str | os.PathLike | None = None,
-                  split: str | None = None) -> "Dataset":
+                  split: str | None = None) -> Dataset:
         json_path = Path(json_path)
         if not json_path.is_file():
             raise FileNotFoundError(f"{json_path}: annotation file not found")
         return cls.from_coco_dict(read_json(json_path), image_root, split, source=json_path)
 
     @classmethod
-    def load_paddlex(cls, dataset_dir: str | os.PathLike, split: str) -> "Dataset":
+    def load_paddlex(cls, dataset_dir: str | os.PathLike, split: str) -> Dataset:
         """One split of the PaddleX COCO layout; file names are relative to ``images/``'s parent
         or to ``images/`` (both conventions occur; ``image_path`` resolves either)."""
         dataset_dir = Path(dataset_dir)
@@ -264,7 +265,7 @@ class Dataset:
             counts[name] = counts.get(name, 0) + 1
         return counts
 
-    def subset(self, image_ids: Iterable[int], split: str | None = None) -> "Dataset":
+    def subset(self, image_ids: Iterable[int], split: str | None = None) -> Dataset:
         """A new dataset with just these images (in the given order) and their instances."""
         ids = list(image_ids)
         wanted = set(ids)
@@ -277,7 +278,7 @@ class Dataset:
             info=copy.deepcopy(self.info))
 
     @staticmethod
-    def merge(datasets: list["Dataset"], split: str | None = None) -> "Dataset":
+    def merge(datasets: list[Dataset], split: str | None = None) -> Dataset:
         """Concatenate splits that share one category list (ids must not collide)."""
         if not datasets:
             raise ValueError("merge needs at least one dataset")

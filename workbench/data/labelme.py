@@ -1,5 +1,9 @@
 """LabelMe -> PaddleX COCO layout conversion.
 
+(One module of ~500 lines on purpose: reading, validating and converting LabelMe shapes share the
+private ``_Record``/``_parse_file`` structures; it splits into reading and writing when LabelMe
+files are also written, for pre-labelling.)
+
 ``convert_labelme(src_dir, dst_dir)`` reads a folder of LabelMe JSON files (LabelMe 3.x-5.x
 schema) and writes::
 
@@ -45,9 +49,10 @@ import math
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -345,6 +350,67 @@ def _parse_file(json_path: Path, labels_allowed: set[str] | None, skipped: list[
 
 
 # ------------------------------------------------------------------------------- conversion
+def _resolve_labels(src_dir: Path, labels, label_order: str) -> tuple[list[str] | None, str]:
+    """The class names (``None``: from the shapes, in ``label_order``) and where they came from."""
+    if labels is None and (src_dir / "labels.txt").is_file():
+        labels = src_dir / "labels.txt"
+    if labels is None:
+        return None, label_order
+    if isinstance(labels, (str, os.PathLike)):
+        return read_labels_file(labels), str(labels)
+    return _clean_label_list(labels, "labels"), "list"
+
+
+def _assign_output_names(records: list) -> None:
+    """``out_name`` of each record's image; same-named images from different folders are renamed."""
+    used: Counter = Counter()
+    for r in records:
+        name = r.image_src.name if r.image_src is not None else r.json_path.stem + r.image_ext
+        if r.image_src is None and r.image_name_hint:
+            name = Path(r.image_name_hint).stem + r.image_ext
+        used[name.lower()] += 1
+        r.out_name = name
+    for r in records:  # two JSONs pointing at same-named images in different folders
+        if used[r.out_name.lower()] > 1:
+            r.out_name = r.json_path.stem + r.image_ext
+
+
+def _images_and_instances(records: list, cat_id: dict, skipped: list) -> tuple[list, list]:
+    images: list[ImageInfo] = []
+    instances: list[Instance] = []
+    for image_id, r in enumerate(records, start=1):
+        images.append(ImageInfo(image_id, r.out_name, r.width, r.height))
+        for g in r.instances:
+            seg, bbox, area = _instance_geometry(g["parts"], g["crowd"], r.height, r.width)
+            if area <= 0:
+                skipped.append({"file": str(r.json_path), "shape_index": g["shapes"][0] if len(g["shapes"]) == 1
+                                else g["shapes"], "label": g["label"], "shape_type": "instance",
+                                "reason": "empty mask (degenerate or outside the image)"})
+                continue
+            extra = {"labelme_shapes": g["shapes"]}
+            if g["group_id"] is not None:
+                extra["labelme_group_id"] = g["group_id"]
+            instances.append(Instance(len(instances) + 1, image_id, cat_id[g["label"]], seg, bbox, area,
+                                      int(g["crowd"]), extra))
+    return images, instances
+
+
+def _write_images(records: list, img_dir: Path, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    for r in tqdm(records, desc="writing images", unit="img", disable=not progress):
+        dest = img_dir / r.out_name
+        if r.image_src is not None and dest.exists() and os.path.samefile(dest, r.image_src):
+            continue
+        data = r.image_bytes if r.image_bytes is not None else r.image_src.read_bytes()
+        if dest.exists():
+            if dest.read_bytes() == data:
+                continue
+            replace_with_backup(dest, data)
+        else:
+            atomic_write_bytes(dest, data)
+
+
 def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | None = None, *,
                     labels: str | os.PathLike | Sequence[str] | None = None,
                     label_order: str = "sorted", val_percent: float = 20, seed: int = 0,
@@ -373,14 +439,7 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
     if not files:
         raise LabelmeError(f"{src_dir}: no LabelMe JSON files (looked for *.json and annotations/*.json)")
 
-    if labels is None and (src_dir / "labels.txt").is_file():
-        labels = src_dir / "labels.txt"
-    if labels is None:
-        class_names, label_source = None, label_order
-    elif isinstance(labels, (str, os.PathLike)):
-        class_names, label_source = read_labels_file(labels), str(labels)
-    else:
-        class_names, label_source = _clean_label_list(labels, "labels"), "list"
+    class_names, label_source = _resolve_labels(src_dir, labels, label_order)
 
     # 1) parse and validate everything; nothing is written before this succeeds
     skipped: list[dict] = []
@@ -396,33 +455,8 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
     cat_id = {n: i + 1 for i, n in enumerate(class_names)}
     categories = [Category(cat_id[n], n) for n in class_names]
 
-    used: Counter = Counter()
-    for r in records:
-        name = r.image_src.name if r.image_src is not None else r.json_path.stem + r.image_ext
-        if r.image_src is None and r.image_name_hint:
-            name = Path(r.image_name_hint).stem + r.image_ext
-        used[name.lower()] += 1
-        r.out_name = name
-    for r in records:  # two JSONs pointing at same-named images in different folders
-        if used[r.out_name.lower()] > 1:
-            r.out_name = r.json_path.stem + r.image_ext
-
-    images: list[ImageInfo] = []
-    instances: list[Instance] = []
-    for image_id, r in enumerate(records, start=1):
-        images.append(ImageInfo(image_id, r.out_name, r.width, r.height))
-        for g in r.instances:
-            seg, bbox, area = _instance_geometry(g["parts"], g["crowd"], r.height, r.width)
-            if area <= 0:
-                skipped.append({"file": str(r.json_path), "shape_index": g["shapes"][0] if len(g["shapes"]) == 1
-                                else g["shapes"], "label": g["label"], "shape_type": "instance",
-                                "reason": "empty mask (degenerate or outside the image)"})
-                continue
-            extra = {"labelme_shapes": g["shapes"]}
-            if g["group_id"] is not None:
-                extra["labelme_group_id"] = g["group_id"]
-            instances.append(Instance(len(instances) + 1, image_id, cat_id[g["label"]], seg, bbox, area,
-                                      int(g["crowd"]), extra))
+    _assign_output_names(records)
+    images, instances = _images_and_instances(records, cat_id, skipped)
     info = {"info": {"description": f"converted from LabelMe folder {src_dir.name}",
                      "label_source": label_source}}
     full = Dataset(images, categories, instances, image_root=dst_dir, info=info)
@@ -435,18 +469,7 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
                 for s, ids in (("train", train_ids), ("val", val_ids))}  # no copies: each belongs to one split
 
     # 2) images: atomically, never over an input file, never losing a differing file
-    img_dir = dst_dir / "images"
-    for r in tqdm(records, desc="writing images", unit="img", disable=not progress):
-        dest = img_dir / r.out_name
-        if r.image_src is not None and dest.exists() and os.path.samefile(dest, r.image_src):
-            continue
-        data = r.image_bytes if r.image_bytes is not None else r.image_src.read_bytes()
-        if dest.exists():
-            if dest.read_bytes() == data:
-                continue
-            replace_with_backup(dest, data)
-        else:
-            atomic_write_bytes(dest, data)
+    _write_images(records, dst_dir / "images", progress)
 
     # 3) annotation files: both texts complete before either old file is replaced
     # compact JSON (as PaddleX writes it): json's C encoder, ~10x faster than indent=2

@@ -1,15 +1,27 @@
 """Re-split a PaddleX COCO-layout dataset into train/val, reproducibly and class-stratified."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-import json
-
 from ..utils.io import replace_all_with_backup
 from .dataset import ANNOTATION_FILES, SPLITS, Dataset
+
+
+def _class_index(dataset: Dataset, ids: list[int], order: list[int]) -> tuple[dict, dict]:
+    """image id -> its classes, and class -> its images (in ``order``)."""
+    classes_of: dict[int, set[int]] = {i: set() for i in ids}
+    for a in dataset.instances:
+        if a.image_id in classes_of:
+            classes_of[a.image_id].add(a.category_id)
+    images_of: dict[int, list[int]] = {}
+    for i in order:
+        for c in classes_of[i]:
+            images_of.setdefault(c, []).append(i)
+    return classes_of, images_of
 
 
 def plan_split(dataset: Dataset, val_percent: float, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -22,14 +34,7 @@ def plan_split(dataset: Dataset, val_percent: float, seed: int = 0) -> tuple[lis
     ids = sorted(im.id for im in dataset.images)
     rng = np.random.default_rng(seed)
     order = [ids[i] for i in rng.permutation(len(ids))]
-    classes_of: dict[int, set[int]] = {i: set() for i in ids}
-    for a in dataset.instances:
-        if a.image_id in classes_of:
-            classes_of[a.image_id].add(a.category_id)
-    images_of: dict[int, list[int]] = {}
-    for i in order:
-        for c in classes_of[i]:
-            images_of.setdefault(c, []).append(i)
+    classes_of, images_of = _class_index(dataset, ids, order)
     target = int(round(len(ids) * val_percent / 100.0))
     if val_percent > 0 and target == 0 and len(ids) > 1:
         target = 1

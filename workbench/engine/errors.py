@@ -6,6 +6,7 @@ run) is a ``WorkbenchError``; the command line maps the base class to an exit co
 from the built-in exception a caller would expect (``ValueError``, ``RuntimeError`` …), so code
 written against those keeps working.
 """
+
 from __future__ import annotations
 
 

@@ -1,10 +1,12 @@
 """What ``predict`` accepts, for every model family: a path, a folder, a list of them, a numpy
 RGB array or a PIL image."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

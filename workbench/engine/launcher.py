@@ -5,13 +5,15 @@ n, device)`` runs ``fn(job)`` in this process (``n == 1``) or in ``n`` spawned p
 ``torch.distributed`` group (NCCL on GPUs, gloo on the CPU) and returns what the main process's
 ``fn`` returned, read back from the run directory's ``train_result.json``.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import TrainingDivergedError, TrainingFailedError
 
@@ -78,8 +80,14 @@ def _worker(rank: int, world: int, url: str, device: str, fn: Callable, job: Any
         dist.destroy_process_group()
 
 
-def launch(fn: Callable[[Any], dict | None], job: Any, n: int, device: str, output: str | os.PathLike,
-           worker_init: Callable[[int, int], None] | None = None) -> dict:
+def launch(
+    fn: Callable[[Any], dict | None],
+    job: Any,
+    n: int,
+    device: str,
+    output: str | os.PathLike,
+    worker_init: Callable[[int, int], None] | None = None,
+) -> dict:
     """Run ``fn(job)`` in ``n`` processes; return the run's ``train_result.json``."""
     if int(n) <= 1:
         return fn(job)
@@ -99,6 +107,7 @@ def launch(fn: Callable[[Any], dict | None], job: Any, n: int, device: str, outp
             err = json.loads(result_path.read_text()).get("error")
         if err and err.startswith("training stopped"):
             raise TrainingDivergedError(err) from None
-        raise TrainingFailedError(f"a training process failed: {err or e} (log: {Path(output) / 'train.log'})") \
-            from None
+        raise TrainingFailedError(
+            f"a training process failed: {err or e} (log: {Path(output) / 'train.log'})"
+        ) from None
     return json.loads(result_path.read_text())

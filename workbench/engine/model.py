@@ -13,13 +13,16 @@ trainer, then the best weights reloaded) and class checks. A family implements:
   ``reload_kwargs()`` (what ``create_model`` needs to rebuild it from a checkpoint);
 * optionally ``export(path)``.
 """
+
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -40,10 +43,18 @@ class BaseModel:
     unit: ClassVar[str] = "iterations"
     default_train_args: ClassVar[dict] = {}
     train_options: ClassVar[dict] = {}
-    trainer: ClassVar[Any] = None
+    trainer: ClassVar[str] = ""  # "package.module:TrainerClass", imported when training starts
 
-    def __init__(self, name: str, *, weights: str | None, device: str, classes: ClassMap | None,
-                 input_size: int, meta: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        weights: str | None,
+        device: str,
+        classes: ClassMap | None,
+        input_size: int,
+        meta: dict | None = None,
+    ):
         self.name = name
         self.weights = weights
         self.device = device
@@ -54,15 +65,28 @@ class BaseModel:
 
     def __repr__(self) -> str:
         cls = self.classes.names if self.classes else None
-        return (f"{type(self).__name__}({self.name!r}, weights={self.weights!r}, device={self.device!r}, "
-                f"input_size={self.input_size}, classes={cls})")
+        extra = "".join(f", {k}={v!r}" for k, v in self.repr_fields().items())
+        return (
+            f"{type(self).__name__}({self.name!r}, weights={self.weights!r}, device={self.device!r}, "
+            f"input_size={self.input_size}, classes={cls}{extra})"
+        )
+
+    def repr_fields(self) -> dict:
+        """The family's own fields shown by ``repr``."""
+        return {}
 
     # ------------------------------------------------------------------ family parts
     def build(self):  # pragma: no cover - family
         raise NotImplementedError
 
-    def infer(self, images: Sequence[np.ndarray], paths: Sequence[str | None], threshold: float = 0.5,
-              mask_threshold: float = 0.5, keep_image: bool = True) -> list:  # pragma: no cover - family
+    def infer(
+        self,
+        images: Sequence[np.ndarray],
+        paths: Sequence[str | None],
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        keep_image: bool = True,
+    ) -> list:  # pragma: no cover - family
         raise NotImplementedError
 
     def save(self, path: str | os.PathLike) -> Path:  # pragma: no cover - family
@@ -93,8 +117,14 @@ class BaseModel:
             raise WeightsError(f"{self.name} has no trained weights; pass weights=... to create_model (or train it)")
         self.classes.check_same(ClassMap.from_dataset(ds), f"the model {self.name} ({self.weights})", what)
 
-    def predict(self, inputs: Any, batch_size: int = 1, threshold: float = 0.5, mask_threshold: float = 0.5,
-                progress: bool | None = None) -> Iterator:
+    def predict(
+        self,
+        inputs: Any,
+        batch_size: int = 1,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        progress: bool | None = None,
+    ) -> Iterator:
         """Yield one ``Result`` per image. ``inputs``: an image path, a folder, a list of those, an RGB
         ``numpy`` array (H, W, 3 uint8), a PIL image or a list mixing them. Detections with
         ``score >= threshold`` are kept; masks keep their soft probabilities (``Result.filter``)."""
@@ -108,13 +138,19 @@ class BaseModel:
         bs = max(1, int(batch_size))
         with tqdm(total=len(items), desc=f"predict {self.name}", unit="img", disable=not show) as bar:
             for i in range(0, len(items), bs):
-                images, paths = zip(*[load_input(x) for x in items[i:i + bs]])
+                images, paths = zip(*[load_input(x) for x in items[i : i + bs]])
                 for r in self.infer(list(images), list(paths), threshold=threshold, mask_threshold=mask_threshold):
                     bar.update(1)
                     yield r
 
-    def evaluate(self, dataset_dir: str | os.PathLike, output: str | os.PathLike | None = None,
-                 split: str = "val", batch_size: int = 1, progress: bool | None = None) -> dict:
+    def evaluate(
+        self,
+        dataset_dir: str | os.PathLike,
+        output: str | os.PathLike | None = None,
+        split: str = "val",
+        batch_size: int = 1,
+        progress: bool | None = None,
+    ) -> dict:
         """COCO bbox and segm AP (AP, AP50, AP75, APs/m/l, AR…, per class) on a split of a
         PaddleX-layout dataset; ``<output>/evaluate_result.json`` and the report when ``output`` is given."""
         from ..data.dataset import Dataset
@@ -153,7 +189,8 @@ class BaseModel:
         args.num_processes = num_processes(args.device, args.num_processes)
         args.input_size = int(args.input_size or self.input_size)
         job = self.train_job(str(dataset_dir), str(output), dev, args)
-        trainer = self.trainer
+        module, _, cls = self.trainer.partition(":")
+        trainer = getattr(importlib.import_module(module), cls)
         res = launch(trainer.run_job, job, args.num_processes, dev, output, getattr(trainer, "worker_init", None))
         best = res["paths"].get("best_model") or res["paths"].get("model_final")
         if best:

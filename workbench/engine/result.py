@@ -13,12 +13,14 @@ mask. Masks are held in whichever form they came in and converted on access:
 contours and labels with ``workbench.viz.draw_instances``; ``save_to_json``/``from_json`` round-trip
 (soft masks are not written to JSON); ``print`` prints PaddleX-style.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,11 +43,24 @@ def _rle_decode(rle: dict) -> np.ndarray:
 class Result:
     """Predictions for one image. Build with keyword arguments; any one mask form is enough."""
 
-    def __init__(self, *, input_path: str | os.PathLike | None, image_size: Sequence[int],
-                 boxes: Any = None, scores: Any = None, class_ids: Any = None,
-                 class_names: Sequence[str] | None = None, masks: Any = None, rles: list[dict] | None = None,
-                 mask_probs: Any = None, mask_threshold: float = 0.5, threshold: float = 0.0,
-                 image: np.ndarray | None = None, model_name: str | None = None, page_index: int | None = None):
+    def __init__(
+        self,
+        *,
+        input_path: str | os.PathLike | None,
+        image_size: Sequence[int],
+        boxes: Any = None,
+        scores: Any = None,
+        class_ids: Any = None,
+        class_names: Sequence[str] | None = None,
+        masks: Any = None,
+        rles: list[dict] | None = None,
+        mask_probs: Any = None,
+        mask_threshold: float = 0.5,
+        threshold: float = 0.0,
+        image: np.ndarray | None = None,
+        model_name: str | None = None,
+        page_index: int | None = None,
+    ):
         self.input_path = str(input_path) if input_path is not None else None
         self.image_size = (int(image_size[0]), int(image_size[1]))  # (height, width)
         self.boxes = np.asarray(boxes if boxes is not None else np.zeros((0, 4)), np.float32).reshape(-1, 4)
@@ -88,8 +103,7 @@ class Result:
         """(N, H, W) bool."""
         if self._masks is None:
             h, w = self.image_size
-            self._masks = (np.stack([_rle_decode(r) for r in self._rles]) if self._rles
-                           else np.zeros((0, h, w), bool))
+            self._masks = np.stack([_rle_decode(r) for r in self._rles]) if self._rles else np.zeros((0, h, w), bool)
         return self._masks
 
     @property
@@ -107,19 +121,28 @@ class Result:
             return np.zeros(0)
         if self._masks is not None:
             return self._masks.reshape(len(self), -1).sum(1).astype(np.float64)
-        return np.array([mask_utils.area({"size": r["size"], "counts": r["counts"].encode("ascii")})
-                         for r in self.rles], np.float64)
+        return np.array(
+            [mask_utils.area({"size": r["size"], "counts": r["counts"].encode("ascii")}) for r in self.rles], np.float64
+        )
 
     # ------------------------------------------------------------------ derived results
-    def _select(self, keep: np.ndarray, **changes) -> "Result":
+    def _select(self, keep: np.ndarray, **changes) -> Result:
         keep = np.asarray(keep, bool)
         idx = np.nonzero(keep)[0]
-        kw = dict(input_path=self.input_path, image_size=self.image_size, boxes=self.boxes[idx],
-                  scores=self.scores[idx], class_ids=self.class_ids[idx],
-                  class_names=[self.class_names[i] for i in idx],
-                  mask_probs=None if self.mask_probs is None else self.mask_probs[idx],
-                  mask_threshold=self.mask_threshold, threshold=self.threshold, image=self.image,
-                  model_name=self.model_name, page_index=self.page_index)
+        kw = dict(
+            input_path=self.input_path,
+            image_size=self.image_size,
+            boxes=self.boxes[idx],
+            scores=self.scores[idx],
+            class_ids=self.class_ids[idx],
+            class_names=[self.class_names[i] for i in idx],
+            mask_probs=None if self.mask_probs is None else self.mask_probs[idx],
+            mask_threshold=self.mask_threshold,
+            threshold=self.threshold,
+            image=self.image,
+            model_name=self.model_name,
+            page_index=self.page_index,
+        )
         if self._masks is not None:
             kw["masks"] = self._masks[idx]
         elif self._rles is not None:
@@ -127,8 +150,13 @@ class Result:
         kw.update(changes)
         return Result(**kw)
 
-    def filter(self, threshold: float | None = None, mask_threshold: float | None = None,
-               class_ids: Sequence[int] | None = None, class_names: Sequence[str] | None = None) -> "Result":
+    def filter(
+        self,
+        threshold: float | None = None,
+        mask_threshold: float | None = None,
+        class_ids: Sequence[int] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> Result:
         """A new Result with score >= ``threshold`` (and only the given classes).
 
         ``mask_threshold`` re-binarises the masks from the soft masks; without soft masks (e.g. a
@@ -147,8 +175,10 @@ class Result:
             changes["threshold"] = max(float(threshold), self.threshold)
         if mask_threshold is not None and abs(mask_threshold - self.mask_threshold) > 1e-9:
             if self.mask_probs is None:
-                raise ValueError(f"this Result has no soft masks (mask_probs); its masks were thresholded at "
-                                 f"{self.mask_threshold} and cannot be re-thresholded at {mask_threshold}")
+                raise ValueError(
+                    f"this Result has no soft masks (mask_probs); its masks were thresholded at "
+                    f"{self.mask_threshold} and cannot be re-thresholded at {mask_threshold}"
+                )
             idx = np.nonzero(keep)[0]
             changes["masks"] = self.mask_probs[idx] >= self._prob_cut(mask_threshold)
             changes["rles"] = None
@@ -158,7 +188,7 @@ class Result:
             out._rles = None
         return out
 
-    def __getitem__(self, item) -> "Result":
+    def __getitem__(self, item) -> Result:
         keep = np.zeros(len(self), bool)
         keep[np.arange(len(self))[item]] = True
         return self._select(keep)
@@ -169,22 +199,34 @@ class Result:
         boxes = []
         rles = self.rles if include_masks and self.has_masks else None
         for i in range(len(self)):
-            b = {"cls_id": int(self.class_ids[i]), "label": self.class_names[i], "score": float(self.scores[i]),
-                 "coordinate": [float(v) for v in self.boxes[i]]}
+            b = {
+                "cls_id": int(self.class_ids[i]),
+                "label": self.class_names[i],
+                "score": float(self.scores[i]),
+                "coordinate": [float(v) for v in self.boxes[i]],
+            }
             if rles is not None:
                 b["mask"] = rles[i]
             boxes.append(b)
-        return {"input_path": self.input_path, "page_index": self.page_index, "model_name": self.model_name,
-                "image_size": list(self.image_size), "threshold": self.threshold,
-                "mask_threshold": self.mask_threshold, "boxes": boxes}
+        return {
+            "input_path": self.input_path,
+            "page_index": self.page_index,
+            "model_name": self.model_name,
+            "image_size": list(self.image_size),
+            "threshold": self.threshold,
+            "mask_threshold": self.mask_threshold,
+            "boxes": boxes,
+        }
 
     @property
     def json(self) -> dict:
         return {"res": self.to_dict()}
 
     def __repr__(self) -> str:
-        return (f"Result({self.input_path!r}, size={self.image_size}, instances={len(self)}, "
-                f"classes={sorted(set(self.class_names))})")
+        return (
+            f"Result({self.input_path!r}, size={self.image_size}, instances={len(self)}, "
+            f"classes={sorted(set(self.class_names))})"
+        )
 
     def print(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> None:
         """Print like PaddleX: ``{'res': {...}}``; masks are summarised (they are in the JSON file)."""
@@ -204,19 +246,26 @@ class Result:
         return path
 
     @classmethod
-    def from_json(cls, path_or_dict: str | os.PathLike | dict) -> "Result":
+    def from_json(cls, path_or_dict: str | os.PathLike | dict) -> Result:
         d = path_or_dict
         if not isinstance(d, dict):
             d = json.loads(Path(path_or_dict).read_text())
         d = d.get("res", d)
         boxes = d.get("boxes", [])
         has_masks = bool(boxes) and all("mask" in b for b in boxes)
-        return cls(input_path=d.get("input_path"), image_size=d["image_size"],
-                   boxes=[b["coordinate"] for b in boxes], scores=[b["score"] for b in boxes],
-                   class_ids=[b["cls_id"] for b in boxes], class_names=[b["label"] for b in boxes],
-                   rles=[b["mask"] for b in boxes] if has_masks else ([] if not boxes else None),
-                   mask_threshold=d.get("mask_threshold", 0.5), threshold=d.get("threshold", 0.0),
-                   model_name=d.get("model_name"), page_index=d.get("page_index"))
+        return cls(
+            input_path=d.get("input_path"),
+            image_size=d["image_size"],
+            boxes=[b["coordinate"] for b in boxes],
+            scores=[b["score"] for b in boxes],
+            class_ids=[b["cls_id"] for b in boxes],
+            class_names=[b["label"] for b in boxes],
+            rles=[b["mask"] for b in boxes] if has_masks else ([] if not boxes else None),
+            mask_threshold=d.get("mask_threshold", 0.5),
+            threshold=d.get("threshold", 0.0),
+            model_name=d.get("model_name"),
+            page_index=d.get("page_index"),
+        )
 
     def to_coco(self, image_id: int | None = None) -> list[dict]:
         """COCO results (``loadRes`` format): bbox xywh, score, category_id, RLE segmentation."""
@@ -226,8 +275,12 @@ class Result:
         out = []
         for i in range(len(self)):
             x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
-            d = {"image_id": int(image_id), "category_id": int(self.class_ids[i]),
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(self.scores[i])}
+            d = {
+                "image_id": int(image_id),
+                "category_id": int(self.class_ids[i]),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "score": float(self.scores[i]),
+            }
             if rles is not None:
                 d["segmentation"] = rles[i]
             out.append(d)
@@ -245,9 +298,17 @@ class Result:
     def visualize(self, show_boxes: bool = True, show_labels: bool = True, alpha: float = 0.45) -> np.ndarray:
         from ..viz import draw_instances
 
-        return draw_instances(self._load_image(), masks=self.masks if self.has_masks else None, boxes=self.boxes,
-                              class_ids=self.class_ids, labels=self.class_names, scores=self.scores, alpha=alpha,
-                              show_boxes=show_boxes, show_labels=show_labels)
+        return draw_instances(
+            self._load_image(),
+            masks=self.masks if self.has_masks else None,
+            boxes=self.boxes,
+            class_ids=self.class_ids,
+            labels=self.class_names,
+            scores=self.scores,
+            alpha=alpha,
+            show_boxes=show_boxes,
+            show_labels=show_labels,
+        )
 
     def save_to_img(self, save_path: str | os.PathLike, **kwargs) -> Path:
         """Overlay PNG/JPG; a folder gets ``<input stem>_res.png``."""

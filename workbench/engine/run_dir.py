@@ -16,15 +16,17 @@
 ``epochs_iters``/``max_epochs_iters``/``best_epochs_iters`` count (``"iterations"`` or ``"epochs"``);
 ``iterations`` always counts optimizer steps.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..utils.io import atomic_write_json, atomic_write_text
 
@@ -142,16 +144,21 @@ class RunDir:
         """Point ``last_checkpoint`` at ``path`` and delete the oldest beyond ``max_to_keep``."""
         atomic_write_text(self.root / self.LAST_POINTER, path.name)
         if max_to_keep:
-            for old in self.checkpoints()[:-int(max_to_keep)]:
+            for old in self.checkpoints()[: -int(max_to_keep)]:
                 if old != path:
                     old.unlink(missing_ok=True)
 
     def paths(self) -> dict:
         last = self.last_checkpoint()
-        return {"output": str(self.root), "model_final": str(self.final) if self.final.exists() else None,
-                "best_model": str(self.best_dir) if self.best_weights.exists() else None,
-                "last_checkpoint": str(last) if last else None, "config": str(self.config),
-                "log": str(self.log), "metrics": str(self.metrics)}
+        return {
+            "output": str(self.root),
+            "model_final": str(self.final) if self.final.exists() else None,
+            "best_model": str(self.best_dir) if self.best_weights.exists() else None,
+            "last_checkpoint": str(last) if last else None,
+            "config": str(self.config),
+            "log": str(self.log),
+            "metrics": str(self.metrics),
+        }
 
     def best_or_final(self) -> Path | None:
         """The weights to use after training: ``best_model/`` if written, else ``model_final.pth``."""
@@ -164,8 +171,10 @@ class RunDir:
         for p in (self.best_weights, self.final):
             if p.is_file():
                 return p
-        raise FileNotFoundError(f"no weights in {self.root}: neither {self.best_weights} nor {self.final} exists "
-                                "(train first, or name the weights: Evaluate.weight_path / Predict.model_dir)")
+        raise FileNotFoundError(
+            f"no weights in {self.root}: neither {self.best_weights} nor {self.final} exists "
+            "(train first, or name the weights: Evaluate.weight_path / Predict.model_dir)"
+        )
 
     # ------------------------------------------------------------------ writing
     def write_result(self, result: TrainResult) -> dict:

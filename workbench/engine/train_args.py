@@ -7,6 +7,7 @@ training panel and the notebooks read instead of hard-coding numbers; ``epochs_i
 ``eval_interval`` and ``save_interval`` count the family's ``unit`` (iterations or epochs);
 ``log_interval`` and ``warmup_steps`` always count optimizer steps.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,7 +53,9 @@ class TrainArgs:
         unknown = sorted(set(extra) - set(options))
         if unknown:
             allowed = sorted(cls.field_names() | set(options))
-            raise UnknownArgumentError(f"unknown training argument(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
+            raise UnknownArgumentError(
+                f"unknown training argument(s) {', '.join(unknown)}; known: {', '.join(allowed)}"
+            )
         merged = {**options, **extra}
         args = cls(**common, options=merged)
         args.validate()
@@ -81,7 +84,7 @@ class TrainJob:
     output: str
     device: str
     args: TrainArgs
-    model_config: dict = field(default_factory=dict)   # the family's architecture settings
-    init_weights: str | None = None                    # where the initial weights came from
-    init_state: Any = None                             # their state dict (None: from scratch)
-    init_meta: dict | None = None                      # their workbench metadata (classes …)
+    model_config: dict = field(default_factory=dict)  # the family's architecture settings
+    init_weights: str | None = None  # where the initial weights came from
+    init_state: Any = None  # their state dict (None: from scratch)
+    init_meta: dict | None = None  # their workbench metadata (classes …)

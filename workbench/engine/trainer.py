@@ -13,6 +13,7 @@ early stopping, divergence handling and ``train_result.json``. A family implemen
 * ``inference_model()``: a ``BaseModel`` over the weights to evaluate (e.g. the EMA copy);
 * optionally ``val_losses()`` and ``config_text()``.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,10 @@ logger = logging.getLogger("workbench.train")
 class TrainState:
     """Progress of a run; stored in every training-state checkpoint so a resumed run continues it."""
 
-    epoch: int = 0            # finished epochs (Mask-RT-DETR) / epochs seen so far (iteration families)
-    iter: int = 0             # optimizer steps done
-    done: int = 0             # finished units (iterations or epochs)
-    best: float = -1.0        # best val segm AP so far
+    epoch: int = 0  # finished epochs (Mask-RT-DETR) / epochs seen so far (iteration families)
+    iter: int = 0  # optimizer steps done
+    done: int = 0  # finished units (iterations or epochs)
+    best: float = -1.0  # best val segm AP so far
     best_at: int | None = None
     best_metrics: dict | None = None
     last_metrics: dict | None = None
@@ -85,8 +86,13 @@ class BaseTrainer:
             self.build()
             if self.args.resume:
                 self.resume_from(self._resume_path())
-                logger.info("resuming from %s after %d of %d %s", self._resume_path(), self.state.done,
-                            self.args.epochs_iters, self.unit)
+                logger.info(
+                    "resuming from %s after %d of %d %s",
+                    self._resume_path(),
+                    self.state.done,
+                    self.args.epochs_iters,
+                    self.unit,
+                )
             elif self.job.init_state is not None or self.job.init_weights:
                 self.load_initial_weights()
             if self.main:
@@ -94,20 +100,31 @@ class BaseTrainer:
                 if not self.args.resume:
                     self.run.reset_metrics()
                 self.write_result("running")
-            logger.info("training %s on %s: %d train images, %d val images, %d classes, %d %s, batch %d x %d "
-                        "process(es), device %s", self.job.model_name, self.job.dataset_dir,
-                        len(self.train_ds.images), len(self.val_ds.images) if self.val_ds else 0,
-                        len(self.classes), self.args.epochs_iters, self.unit, self.args.batch_size, self.world,
-                        self.job.device)
+            logger.info(
+                "training %s on %s: %d train images, %d val images, %d classes, %d %s, batch %d x %d "
+                "process(es), device %s",
+                self.job.model_name,
+                self.job.dataset_dir,
+                len(self.train_ds.images),
+                len(self.val_ds.images) if self.val_ds else 0,
+                len(self.classes),
+                self.args.epochs_iters,
+                self.unit,
+                self.args.batch_size,
+                self.world,
+                self.job.device,
+            )
             self._open_bar()
             try:
                 self.loop()
             except FloatingPointError as e:
                 self._close_bar()
                 last = self.run.last_checkpoint()
-                msg = (f"training stopped, it diverged (NaN/inf): {str(e).rstrip('.')}. Nothing was saved after "
-                       f"it; the last good checkpoint is {last or 'none (no checkpoint was written yet)'}. Try a "
-                       "lower learning rate or more warmup steps.")
+                msg = (
+                    f"training stopped, it diverged (NaN/inf): {str(e).rstrip('.')}. Nothing was saved after "
+                    f"it; the last good checkpoint is {last or 'none (no checkpoint was written yet)'}. Try a "
+                    "lower learning rate or more warmup steps."
+                )
                 logger.error(msg)
                 if self.main:
                     self.write_result("failed", msg)
@@ -131,20 +148,23 @@ class BaseTrainer:
 
         ddir = Path(self.job.dataset_dir)
         self.train_ds = Dataset.load_paddlex(ddir, "train")
-        self.val_ds = Dataset.load_paddlex(ddir, "val") if (ddir / "annotations" / "instance_val.json").is_file() \
-            else None
+        self.val_ds = (
+            Dataset.load_paddlex(ddir, "val") if (ddir / "annotations" / "instance_val.json").is_file() else None
+        )
         self.classes = ClassMap.from_dataset(self.train_ds)
         if not len(self.classes):
             raise DatasetError(f"{self.train_ds.source}: the dataset has no categories")
         if not len(self.train_ds.images):
             raise DatasetError(f"{self.train_ds.source}: the train split has no images")
         if self.val_ds is not None:
-            ClassMap.from_dataset(self.val_ds).check_same(self.classes, f"the val split {self.val_ds.source}",
-                                                          f"the train split {self.train_ds.source}")
+            ClassMap.from_dataset(self.val_ds).check_same(
+                self.classes, f"the val split {self.val_ds.source}", f"the train split {self.train_ds.source}"
+            )
         meta = self.job.init_meta or {}
         if meta.get("class_names") and not self.args.ignore_class_mismatch and not self.args.resume:
-            ClassMap.from_meta(meta).check_same(self.classes, f"the weights {self.job.init_weights}",
-                                                f"the dataset {self.job.dataset_dir}")
+            ClassMap.from_meta(meta).check_same(
+                self.classes, f"the weights {self.job.init_weights}", f"the dataset {self.job.dataset_dir}"
+            )
 
     def _resume_path(self) -> Path:
         if self.args.resume_path:
@@ -154,8 +174,9 @@ class BaseTrainer:
             return p
         p = self.run.last_checkpoint()
         if p is None:
-            raise FileNotFoundError(f"resume=True but {self.run.root} holds no training-state checkpoint "
-                                    f"(no {RunDir.LAST_POINTER} file)")
+            raise FileNotFoundError(
+                f"resume=True but {self.run.root} holds no training-state checkpoint (no {RunDir.LAST_POINTER} file)"
+            )
         return p
 
     # ------------------------------------------------------------------ family hooks
@@ -187,15 +208,32 @@ class BaseTrainer:
     def config_text(self) -> str:
         import yaml
 
-        return yaml.safe_dump(jsonable({"Global": {"model": self.job.model_name, "dataset_dir": self.job.dataset_dir,
-                                                   "output": self.job.output, "device": self.job.device},
-                                        "Train": self.args.to_dict(), "Model": self.job.model_config,
-                                        "classes": self.classes.to_list()}), sort_keys=False)
+        return yaml.safe_dump(
+            jsonable(
+                {
+                    "Global": {
+                        "model": self.job.model_name,
+                        "dataset_dir": self.job.dataset_dir,
+                        "output": self.job.output,
+                        "device": self.job.device,
+                    },
+                    "Train": self.args.to_dict(),
+                    "Model": self.job.model_config,
+                    "classes": self.classes.to_list(),
+                }
+            ),
+            sort_keys=False,
+        )
 
     def meta(self) -> dict:
         """What every weights file of this run carries (model name, family, classes, input size …)."""
-        return {"model_name": self.job.model_name, "family": self.job.family, **self.job.model_config,
-                "input_size": int(self.args.input_size), **self.classes.to_meta()}
+        return {
+            "model_name": self.job.model_name,
+            "family": self.job.family,
+            **self.job.model_config,
+            "input_size": int(self.args.input_size),
+            **self.classes.to_meta(),
+        }
 
     # ------------------------------------------------------------------ called by the loop
     def log_step(self, losses: dict[str, float], lr: float) -> None:
@@ -222,9 +260,16 @@ class BaseTrainer:
         self.run.append_metrics(rec)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{rec.get('total_loss', float('nan')):.3f}", lr=f"{rec['lr']:.2e}")
-        logger.info("iter %d/%d %s", it, self.max_iterations,
-                    " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k not in ("type", "iter", "max_iter")
-                             and isinstance(v, (int, float))))
+        logger.info(
+            "iter %d/%d %s",
+            it,
+            self.max_iterations,
+            " ".join(
+                f"{k}={v:.4g}"
+                for k, v in rec.items()
+                if k not in ("type", "iter", "max_iter") and isinstance(v, (int, float))
+            ),
+        )
 
     def end_of_unit(self, done: int) -> bool:
         """After each finished iteration/epoch ``done`` (1-based): evaluate and checkpoint when due.
@@ -264,15 +309,28 @@ class BaseTrainer:
                 self.save_best()
             else:
                 s.bad_evals += 1
-            self.run.append_metrics({"type": "eval", **s.last_metrics, "best_segm_AP": s.best,
-                                     "best_epochs_iters": s.best_at})
-            logger.info("eval after %s %d: bbox AP %.4f segm AP %.4f (best %.4f at %s) in %.1fs", self.unit[:-1], done,
-                        m.get("bbox_AP") or 0.0, ap, s.best, s.best_at, m["eval_time_s"])
+            self.run.append_metrics(
+                {"type": "eval", **s.last_metrics, "best_segm_AP": s.best, "best_epochs_iters": s.best_at}
+            )
+            logger.info(
+                "eval after %s %d: bbox AP %.4f segm AP %.4f (best %.4f at %s) in %.1fs",
+                self.unit[:-1],
+                done,
+                m.get("bbox_AP") or 0.0,
+                ap,
+                s.best,
+                s.best_at,
+                m["eval_time_s"],
+            )
             patience = self.args.early_stop_patience
             if patience is not None and s.bad_evals >= patience and done < self.args.epochs_iters:
                 stop = True
-                logger.info("early stopping after %s %d: segm AP did not improve for %d evaluations",
-                            self.unit[:-1], done, s.bad_evals)
+                logger.info(
+                    "early stopping after %s %d: segm AP did not improve for %d evaluations",
+                    self.unit[:-1],
+                    done,
+                    s.bad_evals,
+                )
         return self.agree(stop)
 
     def agree(self, flag: bool) -> bool:
@@ -313,13 +371,26 @@ class BaseTrainer:
             max_iter = self.max_iterations
         except (AttributeError, NotImplementedError):
             max_iter = None
-        return self.run.write_result(TrainResult(
-            status=status, model_name=self.job.model_name, family=self.job.family, unit=self.unit,
-            epochs_iters=s.done, max_epochs_iters=int(self.args.epochs_iters), iterations=s.iter,
-            max_iterations=max_iter, best_epochs_iters=s.best_at, best_metrics=s.best_metrics,
-            final_metrics=s.last_metrics, classes=classes.to_list() if classes else [], paths=self.run.paths(),
-            wall_time_s=round(time.perf_counter() - self._t_start, 2), train_args=jsonable(self.args.to_dict()),
-            error=error))
+        return self.run.write_result(
+            TrainResult(
+                status=status,
+                model_name=self.job.model_name,
+                family=self.job.family,
+                unit=self.unit,
+                epochs_iters=s.done,
+                max_epochs_iters=int(self.args.epochs_iters),
+                iterations=s.iter,
+                max_iterations=max_iter,
+                best_epochs_iters=s.best_at,
+                best_metrics=s.best_metrics,
+                final_metrics=s.last_metrics,
+                classes=classes.to_list() if classes else [],
+                paths=self.run.paths(),
+                wall_time_s=round(time.perf_counter() - self._t_start, 2),
+                train_args=jsonable(self.args.to_dict()),
+                error=error,
+            )
+        )
 
     # ------------------------------------------------------------------ helpers
     def _epoch_now(self, in_step: bool = True) -> float:
@@ -333,8 +404,15 @@ class BaseTrainer:
         from tqdm.auto import tqdm
 
         self._t_loop = self._t_last = time.perf_counter()
-        self.bar = tqdm(total=self.max_iterations, initial=self.state.iter, desc=self.job.model_name, unit="it",
-                        disable=not (self.main and self.args.progress), dynamic_ncols=True, leave=True)
+        self.bar = tqdm(
+            total=self.max_iterations,
+            initial=self.state.iter,
+            desc=self.job.model_name,
+            unit="it",
+            disable=not (self.main and self.args.progress),
+            dynamic_ncols=True,
+            leave=True,
+        )
 
     def _close_bar(self) -> None:
         if self.bar is not None:

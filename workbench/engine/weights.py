@@ -9,6 +9,7 @@ URL is a ``WeightsError`` naming it. ``read_weights_file(path)`` dispatches on t
 ``.pth``/``.pt`` (torch, tensors only), ``.pkl`` (Detectron2/Caffe2 pickles) and ``.pdparams``
 (Paddle, read without Paddle into numpy arrays).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,7 @@ def is_url(s: str | os.PathLike) -> bool:
 def download(url: str, timeout: float = 15.0, progress: bool = True) -> Path:
     """Fetch ``url`` into the cache (reused when already there); atomic, with a progress bar."""
     if url.startswith("detectron2://"):
-        url = D2_PREFIX + url[len("detectron2://"):]
+        url = D2_PREFIX + url[len("detectron2://") :]
     name = Path(urllib.request.url2pathname(url.split("?")[0])).name or "weights.pth"
     target = cache_dir() / hashlib.sha1(url.encode()).hexdigest()[:12] / name
     if target.is_file():
@@ -52,8 +53,10 @@ def download(url: str, timeout: float = 15.0, progress: bool = True) -> Path:
 
             total = int(resp.headers.get("Content-Length") or 0) or None
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
-            with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}",
-                                                disable=not progress) as bar:
+            with (
+                os.fdopen(fd, "wb") as f,
+                tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}", disable=not progress) as bar,
+            ):
                 while chunk := resp.read(1 << 20):
                     f.write(chunk)
                     bar.update(len(chunk))
@@ -64,8 +67,10 @@ def download(url: str, timeout: float = 15.0, progress: bool = True) -> Path:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         reason = getattr(e, "reason", e)
-        raise WeightsError(f"cannot download weights from {url}: {reason} (timeout {timeout:g} s). "
-                           "Download the file elsewhere and pass its local path.") from e
+        raise WeightsError(
+            f"cannot download weights from {url}: {reason} (timeout {timeout:g} s). "
+            "Download the file elsewhere and pass its local path."
+        ) from e
     return target
 
 
@@ -82,8 +87,10 @@ def resolve_weights(weights: str | os.PathLike, timeout: float = 15.0, suffixes:
         pd = sorted(p.glob("*.pdparams")) if ".pdparams" in suffixes else []
         if len(pd) == 1:
             return pd[0]
-        raise WeightsError(f"{p}: folder holds no model.pth or model_final.pth"
-                           + (" or single .pdparams file" if ".pdparams" in suffixes else ""))
+        raise WeightsError(
+            f"{p}: folder holds no model.pth or model_final.pth"
+            + (" or single .pdparams file" if ".pdparams" in suffixes else "")
+        )
     if not p.is_file():
         raise WeightsError(f"{p}: weights file not found")
     if p.suffix not in suffixes:
@@ -94,10 +101,18 @@ def resolve_weights(weights: str | os.PathLike, timeout: float = 15.0, suffixes:
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers only (a .pdparams file holds nothing else)."""
 
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"), ("builtins", "dict"),
-                ("builtins", "list"), ("builtins", "tuple")}
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("builtins", "tuple"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
@@ -185,5 +200,14 @@ def save_weights_file(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
-__all__ = ["cache_dir", "is_url", "download", "resolve_weights", "read_weights_file", "read_pdparams",
-           "write_pdparams", "checkpoint_meta", "save_weights_file"]
+__all__ = [
+    "cache_dir",
+    "is_url",
+    "download",
+    "resolve_weights",
+    "read_weights_file",
+    "read_pdparams",
+    "write_pdparams",
+    "checkpoint_meta",
+    "save_weights_file",
+]

@@ -212,7 +212,7 @@ def write_report(report: EvalReport, output_dir: str | os.PathLike, num_worst: i
                   "| " + " | ".join(_pct(m[t][k]) for k in STAT_NAMES) + " |", "", report.table(t), ""]
     if "analysis" in m:
         a = m["analysis"]
-        lines += ["## Errors (mask IoU 0.5, score ≥ %.2f)" % a["score_threshold"], "",
+        lines += [f"## Errors (mask IoU 0.5, score ≥ {a['score_threshold']:.2f})", "",
                   "| " + " | ".join(a["errors"]) + " |", "|" + "---|" * len(a["errors"]),
                   "| " + " | ".join(str(v) for v in a["errors"].values()) + " |", "",
                   "### Confusion matrix (rows: ground truth, columns: prediction)", "",

@@ -31,7 +31,7 @@ ERROR_KINDS = ("tp", "duplicate", "wrong_class", "poor_mask", "background", "mis
 class ImageErrors:
     image_id: int
     file_name: str
-    counts: dict = field(default_factory=lambda: {k: 0 for k in ERROR_KINDS})
+    counts: dict = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     # (detection index in the image's list, kind, gt annotation id or None, iou)
     detections: list = field(default_factory=list)
     missed_gt: list = field(default_factory=list)

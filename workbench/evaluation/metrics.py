@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,7 @@ def coco_metrics(gt: Dataset, predictions: Any, iou_types: Iterable[str] = IOU_T
     for t in iou_types:
         res = _run_cocoeval(gt_dict, _normalise(dets, gt, t), t, backend)
         if res is None:
-            out[t] = {**{k: 0.0 for k in STAT_NAMES}, "per_class": {n: {"category_id": c, "AP": 0.0, "AP50": 0.0,
+            out[t] = {**dict.fromkeys(STAT_NAMES, 0.0), "per_class": {n: {"category_id": c, "AP": 0.0, "AP50": 0.0,
                                                                         "AR100": 0.0} for c, n in names.items()}}
             continue
         stats, precision, recall, cat_ids, params = res

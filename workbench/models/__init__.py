@@ -5,8 +5,17 @@ factory is imported on first use.
 """
 from .detectron2 import names as _d2
 from .mask_rtdetr import names as _rtdetr
-from .registry import (FamilyInfo, UnknownModelError, available_models, check_name, create_model, families,
-                       family_info, family_of, register_family)
+from .registry import (
+                       FamilyInfo,
+                       UnknownModelError,
+                       available_models,
+                       check_name,
+                       create_model,
+                       families,
+                       family_info,
+                       family_of,
+                       register_family,
+)
 
 DETECTRON2_MODELS = _d2.DETECTRON2_MODELS
 MASK_RTDETR_MODELS = tuple(_rtdetr.MODEL_NAMES)

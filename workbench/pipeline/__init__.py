@@ -4,6 +4,7 @@
 export) for any registered model family; ``run_demo(...)`` runs the demo chain (convert → check →
 split → train → evaluate → predict) as Python calls or as the step notebooks, from one plan.
 """
+
 from .demo import DEMO_CHAIN, demo_plan, run_demo
 from .dispatch import MODES, run_config
 

@@ -7,13 +7,14 @@ executes the plan either as the step notebooks (``notebooks=True``: executed cop
 the very parameters its notebook would get. The demo data is copied first; ``data/`` is never
 changed. ``pipeline_result.json`` sums the run up.
 """
+
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..utils.io import atomic_write_json
 
@@ -60,8 +61,11 @@ def _evaluate(p: dict) -> dict:
 
     m = create_model(p["model_name"], weights=p["model_dir"], device=p.get("device"))
     ev = m.evaluate(p["dataset_dir"], output=p["output_dir"], split=p.get("split", "val"))
-    return {"result": str(Path(p["output_dir"]) / "evaluate_result.json"),
-            "segm_AP": ev["metrics"]["segm"]["AP"], "bbox_AP": ev["metrics"]["bbox"]["AP"]}
+    return {
+        "result": str(Path(p["output_dir"]) / "evaluate_result.json"),
+        "segm_AP": ev["metrics"]["segm"]["AP"],
+        "bbox_AP": ev["metrics"]["bbox"]["AP"],
+    }
 
 
 def _predict(p: dict) -> dict:
@@ -94,9 +98,16 @@ DEMO_CHAIN = (
 )
 
 
-def demo_plan(output: str | Path, model: str = "MaskRCNN-ResNet50-FPN", epochs_iters: int = 2, batch_size: int = 2,
-              input_size: int = 320, model_options: dict | None = None, train_options: dict | None = None,
-              **extra: dict) -> dict[str, dict]:
+def demo_plan(
+    output: str | Path,
+    model: str = "MaskRCNN-ResNet50-FPN",
+    epochs_iters: int = 2,
+    batch_size: int = 2,
+    input_size: int = 320,
+    model_options: dict | None = None,
+    train_options: dict | None = None,
+    **extra: dict,
+) -> dict[str, dict]:
     """Per step key, the parameters of its notebook, chained through ``output``."""
     out = Path(output).resolve()
     dataset_dir, train_dir = str(out / "dataset"), out / "train"
@@ -104,15 +115,33 @@ def demo_plan(output: str | Path, model: str = "MaskRCNN-ResNet50-FPN", epochs_i
         "convert": {"labelme_dir": str(out / "labelme"), "dataset_dir": dataset_dir},
         "check": {"dataset_dir": dataset_dir, "output_dir": str(out / "check")},
         "split": {"dataset_dir": dataset_dir},
-        "train": {"dataset_dir": dataset_dir, "model_name": model, "output_dir": str(train_dir),
-                  "epochs_iters": epochs_iters, "batch_size": batch_size, "input_size": input_size,
-                  "model_options": dict(model_options or {}),
-                  "train_options": {"eval_interval": max(1, epochs_iters), "save_interval": max(1, epochs_iters),
-                                    "log_interval": 1, **(train_options or {})}},
-        "evaluate": {"dataset_dir": dataset_dir, "model_dir": str(train_dir / "best_model"), "model_name": model,
-                     "output_dir": str(out / "evaluate")},
-        "predict": {"model_dir": str(train_dir / "best_model"), "model_name": model,
-                    "inputs": str(Path(dataset_dir) / "images"), "output_dir": str(out / "predict")},
+        "train": {
+            "dataset_dir": dataset_dir,
+            "model_name": model,
+            "output_dir": str(train_dir),
+            "epochs_iters": epochs_iters,
+            "batch_size": batch_size,
+            "input_size": input_size,
+            "model_options": dict(model_options or {}),
+            "train_options": {
+                "eval_interval": max(1, epochs_iters),
+                "save_interval": max(1, epochs_iters),
+                "log_interval": 1,
+                **(train_options or {}),
+            },
+        },
+        "evaluate": {
+            "dataset_dir": dataset_dir,
+            "model_dir": str(train_dir / "best_model"),
+            "model_name": model,
+            "output_dir": str(out / "evaluate"),
+        },
+        "predict": {
+            "model_dir": str(train_dir / "best_model"),
+            "model_name": model,
+            "inputs": str(Path(dataset_dir) / "images"),
+            "output_dir": str(out / "predict"),
+        },
     }
     by_notebook = {s.notebook: s.key for s in DEMO_CHAIN}
     for name, p in extra.items():
@@ -122,10 +151,21 @@ def demo_plan(output: str | Path, model: str = "MaskRCNN-ResNet50-FPN", epochs_i
     return plan
 
 
-def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None, model: str = "MaskRCNN-ResNet50-FPN",
-             epochs_iters: int = 10, batch_size: int = 2, input_size: int = 320, notebooks: bool = False,
-             steps: list[str] | None = None, model_options: dict | None = None, train_options: dict | None = None,
-             notebook_dir: str | Path | None = None, verbose: bool = True, **extra: dict) -> dict:
+def run_demo(
+    output: str | Path = "runs/demo",
+    data: str | Path | None = None,
+    model: str = "MaskRCNN-ResNet50-FPN",
+    epochs_iters: int = 10,
+    batch_size: int = 2,
+    input_size: int = 320,
+    notebooks: bool = False,
+    steps: list[str] | None = None,
+    model_options: dict | None = None,
+    train_options: dict | None = None,
+    notebook_dir: str | Path | None = None,
+    verbose: bool = True,
+    **extra: dict,
+) -> dict:
     """Run the demo chain on a copy of ``data`` (default: the bundled demo LabelMe folder).
 
     ``epochs_iters=0`` runs the data steps only. ``steps``: step keys or notebook names to run

@@ -7,11 +7,12 @@ and writes an overlay image and a JSON per input image into ``<output>/predict/`
 ``<output>/predict_result.json``; export writes ``<output>/inference/model.onnx`` and
 ``<output>/export_result.json``.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..engine.errors import ConfigError
 from ..engine.launcher import resolve_device
@@ -40,8 +41,10 @@ def run_check_dataset(cfg: dict):
 
         tp, vp = cd["split"]["train_percent"], cd["split"]["val_percent"]
         if tp is None or vp is None:
-            raise ConfigError("CheckDataset.split.enable=True needs CheckDataset.split.train_percent and "
-                              "CheckDataset.split.val_percent")
+            raise ConfigError(
+                "CheckDataset.split.enable=True needs CheckDataset.split.train_percent and "
+                "CheckDataset.split.val_percent"
+            )
         split_dataset(dataset_dir, tp, vp, seed=cd["split"]["seed"])
     return check_dataset(dataset_dir, g["output"], num_samples=cd["num_samples"])
 
@@ -50,9 +53,22 @@ def _device(device: str | None) -> str | None:
     return None if device is None else resolve_device(device)
 
 
-TRAIN_KEYS = ("epochs_iters", "batch_size", "learning_rate", "input_size", "resume", "resume_path",
-              "eval_interval", "save_interval", "log_interval", "warmup_steps", "early_stop_patience", "amp",
-              "num_workers", "num_processes")
+TRAIN_KEYS = (
+    "epochs_iters",
+    "batch_size",
+    "learning_rate",
+    "input_size",
+    "resume",
+    "resume_path",
+    "eval_interval",
+    "save_interval",
+    "log_interval",
+    "warmup_steps",
+    "early_stop_patience",
+    "amp",
+    "num_workers",
+    "num_processes",
+)
 FAMILY_KEYS = ("depth", "norm")  # passed only when set: they are options of one family
 
 
@@ -64,8 +80,9 @@ def run_train(cfg: dict) -> dict:
     model = create_model(g["model"], weights=t.get("pretrain_weight_path"), device=_device(g.get("device")))
     kwargs = {k: t[k] for k in TRAIN_KEYS if k in t}
     kwargs.update({k: t[k] for k in FAMILY_KEYS if t.get(k) is not None})
-    return model.train(dataset_dir, output=g.get("output") or "output", device=g.get("device"),
-                       seed=g.get("seed", 0), **kwargs)
+    return model.train(
+        dataset_dir, output=g.get("output") or "output", device=g.get("device"), seed=g.get("seed", 0), **kwargs
+    )
 
 
 def run_evaluate(cfg: dict) -> dict:
@@ -90,14 +107,22 @@ def run_predict(cfg: dict) -> dict:
     out_dir = output / "predict"
     t0 = time.perf_counter()
     items = []
-    for r in model.predict(p["input"], batch_size=p["batch_size"], threshold=p["threshold"],
-                           mask_threshold=p["mask_threshold"]):
+    for r in model.predict(
+        p["input"], batch_size=p["batch_size"], threshold=p["threshold"], mask_threshold=p["mask_threshold"]
+    ):
         img = r.save_to_img(out_dir)
         js = r.save_to_json(out_dir)
         items.append({"input_path": r.input_path, "instances": len(r), "image": str(img), "json": str(js)})
-    res = {"done_flag": True, "model_name": g["model"], "model_dir": model_dir, "input": p["input"],
-           "output_dir": str(out_dir), "num_images": len(items), "results": items,
-           "wall_time_s": round(time.perf_counter() - t0, 2)}
+    res = {
+        "done_flag": True,
+        "model_name": g["model"],
+        "model_dir": model_dir,
+        "input": p["input"],
+        "output_dir": str(out_dir),
+        "num_images": len(items),
+        "results": items,
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+    }
     atomic_write_json(output / "predict_result.json", res)
     return res
 
@@ -110,8 +135,9 @@ def run_export(cfg: dict) -> dict:
 
     g = cfg["Global"]
     if type(create_model(g["model"], device="cpu")).export is BaseModel.export:
-        raise NotAvailableError(f"Global.mode=export: {g['model']} has no export yet (ONNX export is built for "
-                                "the Mask-RT-DETR models)")
+        raise NotAvailableError(
+            f"Global.mode=export: {g['model']} has no export yet (ONNX export is built for the Mask-RT-DETR models)"
+        )
     output = Path(g["output"])
     weights = cfg["Predict"]["model_dir"] or str(RunDir(output).best_dir)
     model = create_model(g["model"], weights=weights, device="cpu")
@@ -123,7 +149,10 @@ def run_export(cfg: dict) -> dict:
 
 
 MODES: dict[str, Callable[[dict], object]] = {
-    "check_dataset": run_check_dataset, "train": run_train, "evaluate": run_evaluate, "predict": run_predict,
+    "check_dataset": run_check_dataset,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "predict": run_predict,
     "export": run_export,
 }
 

@@ -23,6 +23,6 @@ def import_detectron2():
             import detectron2.modeling  # noqa: F401  (registries)
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ImportError(
-                "Detectron2 is not importable; install it with `python -m workbench.install_detectron2` "
+                "Detectron2 is not importable; install it with `python tools/install_detectron2.py` "
                 f"({e})") from e
     return detectron2

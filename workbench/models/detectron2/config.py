@@ -37,7 +37,7 @@ def zoo_config_path(rel: str) -> str:
     path = os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs", rel)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Detectron2 model-zoo config {rel} is missing from {path}; "
-                                "reinstall Detectron2 with workbench/install_detectron2.py")
+                                "reinstall Detectron2 with tools/install_detectron2.py")
     return path
 
 

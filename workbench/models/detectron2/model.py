@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +20,12 @@ from ...engine.launcher import resolve_device
 from ...engine.model import BaseModel
 from ...engine.train_args import TrainArgs, TrainJob
 from ...engine.weights import checkpoint_meta, read_weights_file, resolve_weights, save_weights_file
+from ._compat import import_detectron2
 from .names import DETECTRON2_MODELS, TRAIN_DEFAULTS, TRAIN_OPTIONS, UNIT
 
 logger = logging.getLogger("workbench.detectron2")
+
+import_detectron2()  # Detectron2 with its compatibility patches, before any of its modules is imported
 
 
 def create_model(name: str, weights: str | os.PathLike | None = None, device: str | None = None, *,
@@ -80,14 +84,10 @@ class Detectron2Model(BaseModel):
         self._cfg = None
         self._predictor = None
 
-    @property
-    def trainer(self):
-        from .trainer import Detectron2Trainer
+    trainer = "workbench.models.detectron2.trainer:Detectron2Trainer"
 
-        return Detectron2Trainer
-
-    def __repr__(self) -> str:
-        return super().__repr__()[:-1] + f", norm={self.norm}, depth={self.depth})"
+    def repr_fields(self) -> dict:
+        return {"norm": self.norm, "depth": self.depth}
 
     @classmethod
     def from_net(cls, name: str, net, cfg, classes: ClassMap) -> Detectron2Model:

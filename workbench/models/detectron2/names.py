@@ -5,6 +5,7 @@ deep 3x3 stem and average-pool downsampling on the shortcut, as in PaddleX). SSL
 name for ImageNet weights distilled with SSLD; the architecture is ResNet-vd, and as no pretrained
 weights are reachable here the SSLDv2 names build the same vd network as the plain vd names.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Spec:
-    zoo_config: str          # path inside Detectron2's model_zoo/configs
+    zoo_config: str  # path inside Detectron2's model_zoo/configs
     depth: int
     backbone: str = "resnet"  # resnet | resnet_vd
     fpn: bool = True
@@ -43,12 +44,27 @@ DETECTRON2_MODELS: dict[str, Spec] = {
 # What ``epochs_iters`` counts for this family, and its default training arguments (the panels and
 # notebooks read these instead of hard-coding numbers): SGD at 0.01 with GroupNorm from scratch.
 UNIT = "iterations"
-TRAIN_DEFAULTS = {"epochs_iters": 1000, "batch_size": 2, "learning_rate": 0.01, "eval_interval": 500,
-                  "save_interval": 500, "log_interval": 10, "warmup_steps": 100}
+TRAIN_DEFAULTS = {
+    "epochs_iters": 1000,
+    "batch_size": 2,
+    "learning_rate": 0.01,
+    "eval_interval": 500,
+    "save_interval": 500,
+    "log_interval": 10,
+    "warmup_steps": 100,
+}
 # The family's own training arguments: ResNet norm and depth, and raw Detectron2 config keys.
 TRAIN_OPTIONS = {"norm": None, "depth": None, "d2_overrides": None}
 # The smallest working configuration of the family (ResNet-18 body, few RoIs): the cross-family
 # contract test and the notebook tests train it for a few iterations.
-SMOKE = {"model": {"depth": 18, "input_size": 96, "d2_overrides": {"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32}},
-         "train": {"epochs_iters": 2, "batch_size": 2, "eval_interval": 2, "save_interval": 1, "log_interval": 1,
-                   "warmup_steps": 1}}
+SMOKE = {
+    "model": {"depth": 18, "input_size": 96, "d2_overrides": {"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32}},
+    "train": {
+        "epochs_iters": 2,
+        "batch_size": 2,
+        "eval_interval": 2,
+        "save_interval": 1,
+        "log_interval": 1,
+        "warmup_steps": 1,
+    },
+}

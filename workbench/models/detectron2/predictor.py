@@ -9,7 +9,7 @@ full-resolution mask is the expensive part), and masks are pasted once as uint8 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

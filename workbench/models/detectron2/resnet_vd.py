@@ -21,14 +21,13 @@ from ._compat import import_detectron2
 
 import_detectron2()
 
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
 import fvcore.nn.weight_init as weight_init  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm  # noqa: E402
 from detectron2.modeling import BACKBONE_REGISTRY  # noqa: E402
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool  # noqa: E402
 from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock, ResNet  # noqa: E402
+from torch import nn  # noqa: E402
 
 NUM_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...engine.weights import PADDLE_META_KEY, read_pdparams as load_pdparams, write_pdparams as save_pdparams
+from ...engine.weights import read_pdparams as load_pdparams
 
 NO_TRANSPOSE = {"transformer.denoising_class_embed.weight"}
 

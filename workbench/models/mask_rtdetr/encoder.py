@@ -3,6 +3,7 @@ on strides 8/16/32, plus the mask branch that builds stride-4 prototype features
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 import torch.nn as nn

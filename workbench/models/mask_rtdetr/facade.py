@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -126,14 +126,10 @@ class MaskRTDETRModel(BaseModel):
         self.overrides = dict(overrides)
         self._state_dict = state_dict
 
-    @property
-    def trainer(self):
-        from .solver import MaskRTDETRTrainer
+    trainer = "workbench.models.mask_rtdetr.solver:MaskRTDETRTrainer"
 
-        return MaskRTDETRTrainer
-
-    def __repr__(self) -> str:
-        return super().__repr__()[:-1] + f", overrides={self.overrides})"
+    def repr_fields(self) -> dict:
+        return {"overrides": self.overrides}
 
     @classmethod
     def from_net(cls, name: str, net: torch.nn.Module, classes: ClassMap, input_size: int) -> MaskRTDETRModel:

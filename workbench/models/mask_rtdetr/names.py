@@ -1,14 +1,29 @@
 """PaddleX names of the Mask-RT-DETR family, what its schedule counts and its training defaults
 (PaddleDetection's recipe: AdamW at 1e-4, warmup 2000 steps, EMA; epochs, not iterations)."""
+
 from __future__ import annotations
 
 MODEL_NAMES = {f"Mask-RT-DETR-{v}": v for v in ("S", "M", "L", "X", "H")}
 UNIT = "epochs"
-TRAIN_DEFAULTS = {"epochs_iters": 20, "batch_size": 4, "learning_rate": 1e-4, "eval_interval": 1,
-                  "save_interval": 1, "log_interval": 10, "warmup_steps": 2000}
+TRAIN_DEFAULTS = {
+    "epochs_iters": 20,
+    "batch_size": 4,
+    "learning_rate": 1e-4,
+    "eval_interval": 1,
+    "save_interval": 1,
+    "log_interval": 10,
+    "warmup_steps": 2000,
+}
 # The family's own training arguments and their defaults.
-TRAIN_OPTIONS = {"multi_scale": True, "augment": True, "weight_decay": 1e-4, "clip_max_norm": 0.1,
-                 "ema_decay": 0.9999, "ema_warmup": 2000, "num_sample_points": None}
+TRAIN_OPTIONS = {
+    "multi_scale": True,
+    "augment": True,
+    "weight_decay": 1e-4,
+    "clip_max_norm": 0.1,
+    "ema_decay": 0.9999,
+    "ema_warmup": 2000,
+    "num_sample_points": None,
+}
 # PaddleDetection's BatchRandomResize sizes for 640 px training (scaled for other input sizes).
 MULTI_SCALE_640 = (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800)
 # Weights that hold the class-specific layers (re-initialised when fine-tuning on other classes);
@@ -16,7 +31,21 @@ MULTI_SCALE_640 = (480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 8
 CLASS_SPECIFIC = ("transformer.score_head.", "transformer.denoising_class_embed.")
 # The smallest working configuration of the family (20 queries, one decoder layer, no denoising):
 # the cross-family contract test and the notebook tests train it for one epoch.
-SMOKE = {"model": {"num_queries": 20, "num_decoder_layers": 1, "num_denoising": 0, "num_sample_points": 256,
-                   "input_size": 96},
-         "train": {"epochs_iters": 2, "batch_size": 4, "eval_interval": 2, "save_interval": 1, "log_interval": 1,
-                   "warmup_steps": 2, "multi_scale": False}}
+SMOKE = {
+    "model": {
+        "num_queries": 20,
+        "num_decoder_layers": 1,
+        "num_denoising": 0,
+        "num_sample_points": 256,
+        "input_size": 96,
+    },
+    "train": {
+        "epochs_iters": 2,
+        "batch_size": 4,
+        "eval_interval": 2,
+        "save_interval": 1,
+        "log_interval": 1,
+        "warmup_steps": 2,
+        "multi_scale": False,
+    },
+}

@@ -6,6 +6,7 @@ saved as the inference weights), multi-scale batches, and the class-specific lay
 when fine-tuning to other classes. Everything else (run directory, metrics, best model, early
 stopping, resume bookkeeping, ``train_result.json``) is the shared trainer's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,9 @@ class MaskRTDETRTrainer(BaseTrainer):
         random.seed(seed)
         np.random.seed(seed)
         self.device = self._device()
-        self.net = build_mask_rtdetr(self.job.model_config["variant"], len(self.classes),
-                                     **self.job.model_config["overrides"])
+        self.net = build_mask_rtdetr(
+            self.job.model_config["variant"], len(self.classes), **self.job.model_config["overrides"]
+        )
         self.net.to(self.device)
         self.n_points = int(o.get("num_sample_points") or self.net.config.get("num_sample_points") or 12544)
         self.criterion = build_criterion(len(self.classes), num_sample_points=self.n_points)
@@ -66,15 +68,27 @@ class MaskRTDETRTrainer(BaseTrainer):
         self.ema = ModelEMA(self.net, decay=o["ema_decay"], warmup=o["ema_warmup"])
         self.model = wrap_ddp(self.net, self.device)
         self.sizes = train_sizes(a.input_size, o["multi_scale"])
-        self.loader = make_loader(self.train_ds, batch_size=a.batch_size, sizes=self.sizes, augment=o["augment"],
-                                  shuffle=True, num_workers=a.num_workers, distributed=self.world > 1)
+        self.loader = make_loader(
+            self.train_ds,
+            batch_size=a.batch_size,
+            sizes=self.sizes,
+            augment=o["augment"],
+            shuffle=True,
+            num_workers=a.num_workers,
+            distributed=self.world > 1,
+        )
         self.steps_per_epoch = len(self.loader)
         self.scaler = torch.amp.GradScaler("cuda") if a.amp else None
 
     def meta(self) -> dict:
-        return {"model_name": self.job.model_name, "family": self.job.family,
-                "variant": self.job.model_config["variant"], "input_size": int(self.args.input_size),
-                "overrides": dict(self.job.model_config["overrides"]), **self.classes.to_meta()}
+        return {
+            "model_name": self.job.model_name,
+            "family": self.job.family,
+            "variant": self.job.model_config["variant"],
+            "input_size": int(self.args.input_size),
+            "overrides": dict(self.job.model_config["overrides"]),
+            **self.classes.to_meta(),
+        }
 
     def loop(self) -> None:
         from .engine import train_one_epoch
@@ -83,10 +97,19 @@ class MaskRTDETRTrainer(BaseTrainer):
         for epoch in range(self.state.done + 1, a.epochs_iters + 1):
             if self.world > 1 and hasattr(self.loader.sampler, "set_epoch"):
                 self.loader.sampler.set_epoch(epoch)
-            stats = train_one_epoch(self.model, self.criterion, self.loader, self.optimizer, self.device,
-                                    scheduler=self.scheduler, ema=self.ema,
-                                    clip_max_norm=a.options["clip_max_norm"], amp=a.amp, scaler=self.scaler,
-                                    on_step=lambda _step, losses: self.log_step(self._named(losses), self._lr()))
+            stats = train_one_epoch(
+                self.model,
+                self.criterion,
+                self.loader,
+                self.optimizer,
+                self.device,
+                scheduler=self.scheduler,
+                ema=self.ema,
+                clip_max_norm=a.options["clip_max_norm"],
+                amp=a.amp,
+                scaler=self.scaler,
+                on_step=lambda _step, losses: self.log_step(self._named(losses), self._lr()),
+            )
             self.state.epoch = epoch
             logger.info("epoch %d/%d done: mean loss %.4f", epoch, a.epochs_iters, stats.get("loss", float("nan")))
             if self.end_of_unit(epoch):
@@ -97,8 +120,9 @@ class MaskRTDETRTrainer(BaseTrainer):
         return {("total_loss" if k == "loss" else k): v for k, v in losses.items()}
 
     def _lr(self) -> float:
-        g = next((g for g in self.optimizer.param_groups if g.get("lr_mult", 1.0) == 1.0),
-                 self.optimizer.param_groups[0])
+        g = next(
+            (g for g in self.optimizer.param_groups if g.get("lr_mult", 1.0) == 1.0), self.optimizer.param_groups[0]
+        )
         return float(g["lr"] / (g.get("lr_mult") or 1.0))
 
     def load_initial_weights(self) -> None:
@@ -111,28 +135,45 @@ class MaskRTDETRTrainer(BaseTrainer):
             self.net.load_state_dict(sd, strict=True)
             return
         own = self.net.state_dict()
-        keep = {k: v for k, v in sd.items()
-                if k in own and tuple(v.shape) == tuple(own[k].shape) and not k.startswith(CLASS_SPECIFIC)}
+        keep = {
+            k: v
+            for k, v in sd.items()
+            if k in own and tuple(v.shape) == tuple(own[k].shape) and not k.startswith(CLASS_SPECIFIC)
+        }
         missing, _ = self.net.load_state_dict(keep, strict=False)
         self.ema.module.load_state_dict(self.net.state_dict())
-        logger.info("initial weights %s: %d tensors loaded, %d re-initialised (class-specific or mis-shaped): %s",
-                    self.job.init_weights, len(keep), len(missing), missing[:10])
+        logger.info(
+            "initial weights %s: %d tensors loaded, %d re-initialised (class-specific or mis-shaped): %s",
+            self.job.init_weights,
+            len(keep),
+            len(missing),
+            missing[:10],
+        )
 
     def save_checkpoint(self, path: Path, training_state: bool) -> None:
         from .engine import save_checkpoint
 
         extra = {"workbench": self.meta(), "train_state": self.state.to_json()}
         if training_state:
-            save_checkpoint(path, self.net, ema=self.ema, optimizer=self.optimizer, scheduler=self.scheduler,
-                            epoch=self.state.done, extra=extra)
+            save_checkpoint(
+                path,
+                self.net,
+                ema=self.ema,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                epoch=self.state.done,
+                extra=extra,
+            )
         else:  # inference weights: the EMA model
             save_checkpoint(path, self.ema.module, epoch=self.state.done, extra=extra)
 
     def resume_from(self, path: Path) -> None:
         ck = torch.load(path, map_location="cpu", weights_only=True)
         if "optimizer" not in ck or "ema" not in ck:
-            raise ValueError(f"{path} is not a training-state checkpoint (no optimizer/EMA state); it was saved "
-                             "with save_training_state=False")
+            raise ValueError(
+                f"{path} is not a training-state checkpoint (no optimizer/EMA state); it was saved "
+                "with save_training_state=False"
+            )
         self.net.load_state_dict(ck["model"], strict=True)
         self.ema.load_state_dict(ck["ema"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -149,14 +190,21 @@ class MaskRTDETRTrainer(BaseTrainer):
 
         from ...engine.run_dir import jsonable
 
-        cfg = {"Global": {"model": self.job.model_name, "dataset_dir": self.job.dataset_dir,
-                          "output": self.job.output, "device": self.job.device, "num_processes": self.world,
-                          "seed": self.args.seed},
-               "Train": {k: v for k, v in self.args.to_dict().items() if k not in ("device", "seed", "options")},
-               "Options": self.args.options, "Model": dict(self.net.config),
-               "Criterion": {"num_sample_points": self.n_points},
-               "Data": {"train_sizes": self.sizes, "eval_size": self.args.input_size,
-                        "classes": self.classes.to_list()}}
+        cfg = {
+            "Global": {
+                "model": self.job.model_name,
+                "dataset_dir": self.job.dataset_dir,
+                "output": self.job.output,
+                "device": self.job.device,
+                "num_processes": self.world,
+                "seed": self.args.seed,
+            },
+            "Train": {k: v for k, v in self.args.to_dict().items() if k not in ("device", "seed", "options")},
+            "Options": self.args.options,
+            "Model": dict(self.net.config),
+            "Criterion": {"num_sample_points": self.n_points},
+            "Data": {"train_sizes": self.sizes, "eval_size": self.args.input_size, "classes": self.classes.to_list()},
+        }
         return yaml.safe_dump(jsonable(cfg), sort_keys=False)
 
 

@@ -1,6 +1,7 @@
 """Reading Mask-RT-DETR weights: a workbench checkpoint, a ``convert.py`` ``.pth`` or a Paddle
 ``.pdparams`` (converted on the fly), checked against the variant asked for. Finding, downloading
 and reading the file is ``engine.weights``; this module knows the family's tensors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,11 @@ def arch_overrides(cfg: dict) -> dict:
     def norm(v):
         return list(v) if isinstance(v, (list, tuple)) else v
 
-    return {k: norm(v) for k, v in cfg.items()
-            if k not in ("variant", "num_classes") and (k not in base or norm(v) != norm(base.get(k)))}
+    return {
+        k: norm(v)
+        for k, v in cfg.items()
+        if k not in ("variant", "num_classes") and (k not in base or norm(v) != norm(base.get(k)))
+    }
 
 
 def _from_pdparams(path: Path, params: dict, variant: str) -> dict:
@@ -48,8 +52,7 @@ def read_weights(path: Path, variant: str) -> dict:
     meta = checkpoint_meta(ck)
     file_variant = (meta or {}).get("variant") or ck.get("variant") or (ck.get("config") or {}).get("variant")
     if file_variant and str(file_variant).upper() != variant:
-        raise WeightsError(f"{path} holds Mask-RT-DETR-{str(file_variant).upper()} weights, "
-                           f"not Mask-RT-DETR-{variant}")
+        raise WeightsError(f"{path} holds Mask-RT-DETR-{str(file_variant).upper()} weights, not Mask-RT-DETR-{variant}")
     if "transformer.score_head.bias" not in sd:
         raise WeightsError(f"{path}: not a Mask-RT-DETR checkpoint (no transformer.score_head.bias)")
     n = int(sd["transformer.score_head.bias"].shape[0])

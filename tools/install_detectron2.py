@@ -24,8 +24,9 @@ Pillow >= 10 removed ``Image.LINEAR`` which v0.6 uses; ``workbench.models.detect
 ``PIL.Image.LINEAR = PIL.Image.BILINEAR`` before importing Detectron2 (no change to its files).
 
 Only the Python standard library is used, so this runs before anything else is installed:
-``python workbench/install_detectron2.py``.
+``python tools/install_detectron2.py``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,10 @@ import urllib.request
 from pathlib import Path
 
 SDIST_NAME = "pb1-detectron2-0.6.tar.gz"
-SDIST_URL = ("https://files.pythonhosted.org/packages/60/26/48f5bbb7ee492696a21da23303daeecdfe3942c498a70d3"
-             "4108acf63b2bd/pb1-detectron2-0.6.tar.gz")
+SDIST_URL = (
+    "https://files.pythonhosted.org/packages/60/26/48f5bbb7ee492696a21da23303daeecdfe3942c498a70d3"
+    "4108acf63b2bd/pb1-detectron2-0.6.tar.gz"
+)
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 C_IMPORT_FILES = [
     "detectron2/layers/deform_conv.py",
@@ -49,7 +52,7 @@ C_IMPORT_FILES = [
 ]
 C_IMPORT = "from detectron2 import _C\n"
 C_IMPORT_TOLERANT = (
-    "try:  # patched by workbench/install_detectron2.py: built without the C++ extension\n"
+    "try:  # patched by tools/install_detectron2.py: built without the C++ extension\n"
     "    from detectron2 import _C\n"
     "except ImportError:\n"
     "    _C = None\n"
@@ -76,7 +79,7 @@ def download(dest: Path, cache_dir: Path | None) -> Path:
         with urllib.request.urlopen(SDIST_URL, timeout=120) as r, open(target, "wb") as f:
             shutil.copyfileobj(r, f)
     except OSError as e:
-        raise SystemExit(f"could not download {SDIST_URL}: {e}")
+        raise SystemExit(f"could not download {SDIST_URL}: {e}") from None
     got = sha256(target)
     if got != SDIST_SHA256:
         raise SystemExit(f"{SDIST_NAME}: sha256 {got} does not match the expected {SDIST_SHA256}")
@@ -121,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--python", default=sys.executable, help="interpreter of the target environment")
-    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "workbench",
-                    help="keep the verified sdist here between installs")
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "workbench",
+        help="keep the verified sdist here between installs",
+    )
     ap.add_argument("--force", action="store_true", help="reinstall even if detectron2 imports")
     args = ap.parse_args(argv)
     if not args.force and already_installed(args.python):
@@ -139,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         r = subprocess.run(cmd)
         if r.returncode != 0:
             return r.returncode
-    check = ("import PIL.Image as I; I.LINEAR = getattr(I, 'LINEAR', I.BILINEAR); import detectron2, "
-             "detectron2.model_zoo as z; from detectron2.modeling import build_model; "
-             "p = z.get_config_file('COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml'); print('detectron2', "
-             "detectron2.__version__, 'installed; model zoo configs at', p)")
+    check = (
+        "import PIL.Image as I; I.LINEAR = getattr(I, 'LINEAR', I.BILINEAR); import detectron2, "
+        "detectron2.model_zoo as z; from detectron2.modeling import build_model; "
+        "p = z.get_config_file('COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml'); print('detectron2', "
+        "detectron2.__version__, 'installed; model zoo configs at', p)"
+    )
     return subprocess.run([args.python, "-c", check]).returncode
 
 

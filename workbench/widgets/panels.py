@@ -1,0 +1,156 @@
+"""The data step panels: options, a Run button, a progress bar, a log and a summary."""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+from .common import StaticFallback, W, error_html, styled, table_html
+
+
+class _StepPanel(StaticFallback, W.VBox):
+    """Options, a Run button, a progress bar, a log and a result summary."""
+
+    css = "wb-step-panel"
+
+    def __init__(self, options: list, **kwargs):
+        self.run_button = styled(W.Button(description="Run", button_style="primary", icon="play"), "wb-run")
+        self.progress = styled(W.IntProgress(value=0, min=0, max=1, description="", bar_style=""), "wb-progress")
+        self.status = styled(W.HTML(), "wb-status")
+        self.log_output = styled(W.Output(layout=W.Layout(max_height="240px", overflow="auto")), "wb-log")
+        self.summary = styled(W.HTML(), "wb-summary")
+        self.error: BaseException | None = None
+        super().__init__([*options, W.HBox([self.run_button, self.progress, self.status]), self.log_output,
+                          self.summary], **kwargs)
+        self.add_class(self.css)
+        self.run_button.on_click(lambda _b: self.run(raise_errors=False))
+
+    def _steps(self):  # pragma: no cover - overridden: yields (done, total, text) while working
+        raise NotImplementedError
+
+    def run(self, raise_errors: bool = True):
+        """Do the step with the current options (what the Run button does)."""
+        self.error = None
+        self.result = None
+        self.run_button.disabled = True
+        self.progress.bar_style = "info"
+        self.progress.value = 0
+        self.log_output.clear_output()
+        t0 = time.time()
+        try:
+            with self.log_output:
+                for done, total, text in self._steps():
+                    self.progress.max = total
+                    self.progress.value = done
+                    self.status.value = html.escape(text)
+            self.progress.value = self.progress.max
+            self.progress.bar_style = "success"
+            self.status.value = f"done in {time.time() - t0:.1f} s"
+        except Exception as e:
+            self.error = e
+            self.progress.bar_style = "danger"
+            self.status.value = error_html(f"failed: {e}")
+            if raise_errors:
+                raise
+        finally:
+            self.run_button.disabled = False
+        return self.result
+
+    def static_bundle(self) -> dict:
+        return {"text/html": f"<div class='wb-static'>{self.status.value}{self.summary.value}</div>"}
+
+
+def _path_text(value, description: str, css: str, placeholder: str = "") -> W.Text:
+    return styled(W.Text(value=str(value or ""), description=description, placeholder=placeholder,
+                         layout=W.Layout(width="520px")), css)
+
+
+def _seed(seed: int) -> W.IntText:
+    return styled(W.IntText(value=int(seed), description="seed", layout=W.Layout(width="160px")), "wb-seed")
+
+
+class ConvertPanel(_StepPanel):
+    """LabelMe folder -> PaddleX COCO layout (``workbench.convert_labelme``)."""
+
+    css = "wb-convert-panel"
+
+    def __init__(self, src_dir: str = "", dst_dir: str = "", labels: str | None = None,
+                 label_order: str = "sorted", val_percent: float = 20, seed: int = 0, **kwargs):
+        self.src = _path_text(src_dir, "LabelMe dir", "wb-src-dir")
+        self.dst = _path_text(dst_dir, "dataset dir", "wb-dst-dir", "(in place)")
+        self.labels = _path_text(labels, "labels.txt", "wb-labels", "(auto)")
+        self.label_order = styled(W.Dropdown(options=["sorted", "stable"], value=label_order,
+                                             description="label order"), "wb-label-order")
+        self.val_percent = styled(W.FloatSlider(min=0, max=90, step=5, value=float(val_percent),
+                                                description="val %"), "wb-val-percent")
+        self.seed = _seed(seed)
+        self.result = None
+        super().__init__([self.src, self.dst, self.labels, W.HBox([self.label_order, self.val_percent, self.seed])],
+                         **kwargs)
+
+    def _steps(self):
+        from ..data.labelme import convert_labelme, find_labelme_files
+
+        src = Path(self.src.value).expanduser()
+        files = find_labelme_files(src) if src.is_dir() else []
+        yield 0, 2, f"converting {len(files)} LabelMe file(s)"
+        self.result = convert_labelme(src, self.dst.value or None, labels=self.labels.value or None,
+                                      label_order=self.label_order.value, val_percent=self.val_percent.value,
+                                      seed=self.seed.value)
+        yield 1, 2, "summarising"
+        self.summary.value = conversion_summary_html(self.result.summary)
+        yield 2, 2, "done"
+
+
+def conversion_summary_html(s: dict) -> str:
+    cats = table_html([(c["id"], c["name"], s["class_counts"].get(c["name"], 0),
+                        s["splits"]["train"]["class_counts"].get(c["name"], 0),
+                        s["splits"]["val"]["class_counts"].get(c["name"], 0)) for c in s["categories"]],
+                      ["category id", "name", "instances", "train", "val"], "wb-category-table")
+    skipped = s.get("skipped_shapes") or []
+    sk = ""
+    if skipped:
+        lis = "".join(f"<li>{html.escape(Path(x['file']).name)}: shape {x['shape_index']} "
+                      f"({html.escape(str(x['label']))}, {x['shape_type']}): {html.escape(x['reason'])}</li>"
+                      for x in skipped[:20])
+        sk = f"<p style='color:#a60'><b>{len(skipped)} shape(s) skipped</b><ul>{lis}</ul></p>"
+    return (f"<p><b>{s['images']}</b> images, <b>{s['instances']}</b> instances "
+            f"({s.get('multi_part_instances', 0)} multi-part, {s.get('crowd_instances', 0)} crowd, "
+            f"{s.get('ignored_shapes', 0)} ignored shapes) → <code>{html.escape(s['dst_dir'])}</code><br>"
+            f"train: {s['splits']['train']['images']} images, val: {s['splits']['val']['images']} images; "
+            f"labels from: {html.escape(str(s.get('label_source')))}</p>{cats}{sk}")
+
+
+class SplitPanel(_StepPanel):
+    """Re-split train/val (``workbench.split_dataset``; old files kept as ``.bak``)."""
+
+    css = "wb-split-panel"
+
+    def __init__(self, dataset_dir: str = "", val_percent: float = 20, seed: int = 0, **kwargs):
+        self.dataset_dir = _path_text(dataset_dir, "dataset dir", "wb-dataset-dir")
+        self.val_percent = styled(W.FloatSlider(min=5, max=95, step=5, value=float(val_percent),
+                                                description="val %"), "wb-val-percent")
+        self.seed = _seed(seed)
+        self.result = None
+        super().__init__([self.dataset_dir, W.HBox([self.val_percent, self.seed])], **kwargs)
+
+    def _steps(self):
+        from ..data.split import split_dataset
+
+        yield 0, 2, "splitting"
+        v = float(self.val_percent.value)
+        self.result = split_dataset(self.dataset_dir.value, 100 - v, v, seed=int(self.seed.value))
+        yield 1, 2, "summarising"
+        self.summary.value = split_summary_html(self.result)
+        yield 2, 2, "done"
+
+
+def split_summary_html(parts: dict) -> str:
+    names: list[str] = []
+    for ds in parts.values():
+        names += [n for n in ds.category_names if n not in names]
+    counts = {s: ds.class_counts() for s, ds in parts.items()}
+    rows = [("images", *[len(ds.images) for ds in parts.values()]),
+            ("instances", *[len(ds.instances) for ds in parts.values()])]
+    rows += [(n, *[counts[s].get(n, 0) for s in parts]) for n in names]
+    return table_html(rows, ["", *parts], "wb-split-table")
