@@ -161,16 +161,25 @@ def _error_text(nb_path: Path) -> str:
     return "\n".join(errors[0].get("traceback", [])) if errors else ""
 
 
+def _family_cases():
+    """One case per registered family, from its registered smoke configuration (a later family joins
+    by registering)."""
+    from workbench.models import families, family_info
+
+    cases = []
+    for fam, names in sorted(families().items()):
+        name = sorted(names)[0]
+        info = family_info(name)
+        model = dict(info.smoke.get("model", {}))
+        train = dict(info.smoke.get("train", {}))
+        params = {"epochs_iters": train.pop("epochs_iters"), "batch_size": train.pop("batch_size"),
+                  "input_size": model.pop("input_size"), "model_options": model, "train_options": train}
+        cases.append(pytest.param(name, info.unit, params, id=fam))
+    return cases
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name,unit,params", [
-    ("MaskRCNN-ResNet50-FPN", "iterations",
-     {"epochs_iters": 2, "batch_size": 2, "input_size": 96, "model_options": {"depth": 18},
-      "train_options": {"eval_interval": 2, "log_interval": 1}}),
-    ("Mask-RT-DETR-S", "epochs",
-     {"epochs_iters": 1, "batch_size": 2, "input_size": 128,
-      "model_options": {"num_queries": 20, "num_decoder_layers": 1, "num_denoising": 0},
-      "train_options": {"eval_interval": 1, "log_interval": 1}}),
-], ids=["mask_rcnn", "mask_rtdetr"])
+@pytest.mark.parametrize("model_name,unit,params", _family_cases())
 def test_train_notebook_runs_for_each_family(tmp_path, model_name, unit, params):
     """04_train headless to the end for both families: one panel, one train_result.json schema."""
     from workbench.data.synthetic import make_shapes_dataset
