@@ -170,3 +170,22 @@ def test_threshold_rule_hand_made():
     assert d["scores"].tolist() == pytest.approx([0.5, 0.5000001, 0.7])
     r = Result(input_path=None, image_size=(4, 4), boxes=np.zeros((4, 4)), scores=scores)
     assert len(r.filter(threshold=0.5)) == 3
+
+
+def test_resume_continues_the_run(trained, dataset, tmp_path):
+    """``resume=True`` on a copy of the run continues it to a longer schedule, in the same files."""
+    import shutil
+
+    fam, name, model, res, out = trained
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    smoke = family_info(name).smoke
+    longer = {**smoke["train"], "epochs_iters": smoke["train"]["epochs_iters"] + 1}
+    m = create_model(name, device="cpu", **smoke["model"])
+    again = m.train(dataset, output=run, resume=True, progress=False, **longer)
+    assert again["status"] == "done" and again["epochs_iters"] == longer["epochs_iters"]
+    assert again["iterations"] > res["iterations"] and again["max_epochs_iters"] == longer["epochs_iters"]
+    assert "resuming from" in (run / "train.log").read_text()
+    iters = [json.loads(x)["iter"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert iters == sorted(iters) and iters[-1] == again["iterations"]
+    assert (run / "last_checkpoint").read_text().strip() == f"model_{longer['epochs_iters']:07d}.pth"

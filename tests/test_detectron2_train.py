@@ -45,7 +45,8 @@ def _train_to_ap(name, shapes, out, iters):
     t0 = time.perf_counter()
     m = create_model(name, device="cpu", input_size=128, depth=18, d2_overrides=FAST)
     res = m.train(shapes, epochs_iters=iters, batch_size=2, output=str(out), learning_rate=0.02, warmup_steps=20,
-                  eval_interval=iters // 2, save_interval=iters // 2, log_interval=20, progress=False)
+                  eval_interval=iters // 2, save_interval=iters // 2, log_interval=20, progress=False,
+                  save_training_state=False)
     wall = time.perf_counter() - t0
     ap = res["best_metrics"]["segm_AP"]
     print(f"\n{name}: segm AP {ap:.3f} (bbox AP {res['best_metrics']['bbox_AP']:.3f}) after {iters} iterations, "
@@ -168,7 +169,7 @@ def test_two_process_gloo_training(tiny, tmp_path):
     m = create_model("MaskRCNN-ResNet50-FPN", device="cpu", input_size=128, depth=18,
                      d2_overrides={"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32})
     res = m.train(tiny, epochs_iters=4, batch_size=1, output=str(tmp_path), num_processes=2, save_interval=2,
-                  eval_interval=4, progress=False)
+                  eval_interval=4, progress=False, save_training_state=False)
     assert res["done_flag"] and res["iterations"] == 4
     assert res["train_args"]["num_processes"] == 2
     assert (tmp_path / "model_final.pth").is_file() and (tmp_path / "best_model" / "model.pth").is_file()
@@ -184,7 +185,7 @@ def test_nan_loss_stops_with_clear_message(tiny, tmp_path):
     m = create_model("MaskRCNN-ResNet50-FPN", device="cpu", input_size=128, depth=18, d2_overrides=FAST)
     with pytest.raises(TrainingDivergedError, match=r"diverged \(NaN/inf\).*last good checkpoint is") as e:
         m.train(tiny, epochs_iters=40, batch_size=1, output=str(tmp_path), learning_rate=1e12, warmup_steps=0,
-                save_interval=1, eval_interval=100, progress=False)
+                save_interval=1, eval_interval=100, progress=False, save_training_state=False)
     res = json.loads((tmp_path / "train_result.json").read_text())
     assert res["status"] == "failed" and "NaN" in res["error"] and not res["done_flag"]
     assert not (tmp_path / "model_final.pth").exists()
@@ -203,7 +204,7 @@ def test_early_stopping(tiny, tmp_path):
     m = create_model("MaskRCNN-ResNet50-FPN", device="cpu", input_size=128, depth=18,
                      d2_overrides={"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32})
     res = m.train(tiny, epochs_iters=20, batch_size=1, output=str(tmp_path), learning_rate=1e-12, eval_interval=1,
-                  early_stop_patience=1, save_interval=100, progress=False)
+                  early_stop_patience=1, save_interval=100, progress=False, save_training_state=False)
     assert res["status"] == "stopped_early" and res["done_flag"]
     assert res["iterations"] == 2 and res["best_epochs_iters"] == 1
     assert (tmp_path / "model_final.pth").is_file() and (tmp_path / "best_model" / "model.pth").is_file()

@@ -159,7 +159,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(dataset_dir, tmp_path, monkeyp
     monkeypatch.setattr(engine, "total_loss", flaky)
     m = create_model("Mask-RT-DETR-S", device="cpu", **SMALL)
     with pytest.raises(TrainingDivergedError, match="model_0000001.pth"):
-        m.train(dataset_dir, epochs_iters=3, output=tmp_path, **TRAIN)
+        m.train(dataset_dir, epochs_iters=3, output=tmp_path, save_training_state=False, **TRAIN)
     res = json.loads((tmp_path / "train_result.json").read_text())
     assert res["status"] == "failed" and not res["done_flag"] and "non-finite loss" in res["error"]
     assert torch.load(tmp_path / "model_0000001.pth", weights_only=True)["epoch"] == 1
@@ -226,7 +226,8 @@ def test_unreachable_url_fails_fast(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_two_processes_gloo(dataset_dir, tmp_path):
     m = create_model("Mask-RT-DETR-S", device="cpu", **SMALL)
-    res = m.train(dataset_dir, epochs_iters=1, output=tmp_path, num_processes=2, **{**TRAIN, "batch_size": 1})
+    res = m.train(dataset_dir, epochs_iters=1, output=tmp_path, num_processes=2, save_training_state=False,
+                  **{**TRAIN, "batch_size": 1})
     assert res["status"] == "done" and res["iterations"] == 2  # 4 images / (2 processes x batch 1)
     assert (tmp_path / "best_model" / "model.pth").is_file()
 
@@ -236,7 +237,7 @@ def test_finetune_from_pdparams_and_export_onnx(dataset_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     pd = _synthetic_pdparams(tmp_path / "s.pdparams")
     m = create_model("Mask-RT-DETR-S", weights=pd, device="cpu", num_queries=20, num_denoising=10)
-    res = m.train(dataset_dir, epochs_iters=1, output=tmp_path / "ft", **TRAIN)
+    res = m.train(dataset_dir, epochs_iters=1, output=tmp_path / "ft", save_training_state=False, **TRAIN)
     assert res["status"] == "done" and m.classes.names == ["circle", "square"]
     log = (tmp_path / "ft" / "train.log").read_text()
     assert "643 tensors loaded, 3 re-initialised" in log  # score head + DN class embedding (80 -> 2 classes)

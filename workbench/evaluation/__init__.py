@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..utils.io import atomic_write_json, atomic_write_text
-from .analysis import ERROR_KINDS, error_breakdown, pr_curves, threshold_sweep
+from .analysis import ERROR_KINDS, error_breakdown, pr_curves, threshold_sweep, worst_first_key
 from .metrics import STAT_NAMES, coco_metrics, flat_metrics, load_detections, resolve_dataset
 from .predict import predict_split, to_coco_detections
 
@@ -65,7 +65,7 @@ class EvalReport:
         return analysis_figures(self.to_dict())
 
     def worst_images(self, n: int = 6) -> list:
-        return sorted(self.per_image, key=lambda e: (e.f1, -e.num_errors))[:n]
+        return sorted(self.per_image, key=worst_first_key)[:n]
 
     def render_worst(self, n: int = 6, score_threshold: float = 0.5) -> list[tuple[Any, np.ndarray]]:
         """(ImageErrors, side-by-side RGB image: ground truth left, predictions right)."""

@@ -48,6 +48,11 @@ class ImageErrors:
         return 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
 
 
+def worst_first_key(e: ImageErrors) -> tuple:
+    """Sort key of the worst images (the report's and the explorer's): lowest F1 first, then the most errors."""
+    return (e.f1, -e.num_errors)
+
+
 def _to_rle(seg, h, w):
     from pycocotools import mask as mask_utils
 

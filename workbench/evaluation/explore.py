@@ -13,14 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..data.dataset import Dataset
-from .analysis import ImageErrors, error_breakdown
+from .analysis import ImageErrors, error_breakdown, worst_first_key
 from .analysis import pr_curves as _pr_curves_from_arrays
 from .predict import to_coco_detections
-
-
-def worst_first_key(e: ImageErrors) -> tuple:
-    """Sort key of the worst images: lowest F1 first, then the most errors."""
-    return (e.f1, -e.num_errors)
 
 
 def check_results(dataset: Dataset, results: Sequence) -> None:

@@ -151,14 +151,12 @@ def score_histogram(results: Sequence, threshold: float | None = None):
 # --------------------------------------------------------------------------- PNG (matplotlib)
 def save_bar_png(path, series: dict[str, dict[str, int | float]], title: str, ylabel: str = "count") -> None:
     """A grouped bar chart as PNG (matplotlib, no browser needed)."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..utils.io import atomic_write_bytes
 
     names = list(dict.fromkeys(k for s in series.values() for k in s))
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 3.6), dpi=110)
@@ -171,22 +169,16 @@ def save_bar_png(path, series: dict[str, dict[str, int | float]], title: str, yl
     ax.set_title(title)
     if len(series) > 1:
         ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_png(fig, path)
 
 
 def save_hist_png(path, values: dict[str, Sequence[float]], title: str, xlabel: str, log_x: bool = False) -> None:
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..utils.io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
     for name, v in values.items():
@@ -200,6 +192,17 @@ def save_hist_png(path, values: dict[str, Sequence[float]], title: str, xlabel: 
     ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend()
+    _save_png(fig, path)
+
+
+def _save_png(fig, path) -> None:
+    """Write a matplotlib figure to ``path`` as PNG (atomically) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from ..utils.io import atomic_write_bytes
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
