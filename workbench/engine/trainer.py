@@ -242,9 +242,9 @@ class BaseTrainer:
         it = self.state.iter
         if self.bar is not None:
             self.bar.update(1)
-        self._window.append(losses)
         if not self.main:
             return
+        self._window.append(losses)
         if it % max(1, self.args.log_interval) and it != 1 and it != self.max_iterations:
             return
         now = time.perf_counter()

@@ -10,11 +10,16 @@ from __future__ import annotations
 import warnings
 
 
-def import_detectron2():
+def patch_pillow() -> None:
+    """``PIL.Image.LINEAR`` (removed in Pillow 10) as the same filter, ``BILINEAR``, for Detectron2 v0.6."""
     import PIL.Image
 
     if not hasattr(PIL.Image, "LINEAR"):
         PIL.Image.LINEAR = PIL.Image.BILINEAR
+
+
+def import_detectron2():
+    patch_pillow()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*pkg_resources.*")
         warnings.filterwarnings("ignore", category=FutureWarning)

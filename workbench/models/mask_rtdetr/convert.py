@@ -25,7 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...engine.weights import read_pdparams as load_pdparams
+from ...engine.weights import PADDLE_META_KEY, read_pdparams, write_pdparams
+
+# the .pdparams reader and writer live in engine.weights (every family reads weights there)
+load_pdparams, save_pdparams = read_pdparams, write_pdparams
+__all__ = ["PADDLE_META_KEY", "load_pdparams", "save_pdparams", "convert_state_dict", "convert_pdparams",
+           "infer_num_classes", "infer_variant", "reference_state_dict"]
 
 NO_TRANSPOSE = {"transformer.denoising_class_embed.weight"}
 
