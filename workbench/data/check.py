@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.errors import DatasetError
 from ..utils.io import atomic_write_json
 from .dataset import ANNOTATION_FILES, SPLITS, Dataset, read_image_rgb
 
@@ -97,7 +98,7 @@ class CheckResult:
         return "\n".join(lines)
 
 
-class DatasetCheckError(ValueError):
+class DatasetCheckError(DatasetError):
     """Raised by ``check_dataset(..., raise_on_error=True)``; carries the result."""
 
     def __init__(self, result: CheckResult):

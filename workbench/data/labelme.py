@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.errors import WorkbenchError
 from ..utils.io import _json_default, atomic_write_bytes, read_json, replace_all_with_backup, replace_with_backup
 from .dataset import ANNOTATION_FILES, SPLITS, Category, Dataset, ImageInfo, Instance, bbox_area_from_rle
 
@@ -69,7 +70,7 @@ FORMAT_OF_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP
 CIRCLE_TOLERANCE = 0.25  # px: largest gap between the circle and its polygon
 
 
-class LabelmeError(ValueError):
+class LabelmeError(WorkbenchError, ValueError):
     """Bad LabelMe input; the message names the JSON file (and shape index) and the problem."""
 
 
