@@ -12,6 +12,9 @@ early stopping, divergence handling and ``train_result.json``. A family implemen
 * ``load_initial_weights()``, ``save_checkpoint(path, training_state)``, ``resume_from(path)``;
 * ``inference_model()``: a ``BaseModel`` over the weights to evaluate (e.g. the EMA copy);
 * optionally ``val_losses()`` and ``config_text()``.
+
+(About 400 lines on purpose: the template and every piece of bookkeeping it calls read together,
+top to bottom; the family hooks are listed in one place.)
 """
 
 from __future__ import annotations
