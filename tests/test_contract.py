@@ -17,8 +17,8 @@ from workbench.engine.result import Result
 from workbench.engine.run_dir import TrainResult
 from workbench.models import create_model, families, family_info
 
-# one model name per registered family
-FAMILY_MODELS = {fam: sorted(names)[0] for fam, names in families().items()}
+# per registered family, the model its smoke configuration names (its smallest member)
+FAMILY_MODELS = {fam: family_info(names[0]).smoke.get("name", names[0]) for fam, names in families().items()}
 TRAIN_KEYS = {"type", "iter", "max_iter", "epoch", "total_loss", "lr", "time", "elapsed_s"}
 EVAL_KEYS = {
     "type",

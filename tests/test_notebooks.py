@@ -168,8 +168,8 @@ def _family_cases():
 
     cases = []
     for fam, names in sorted(families().items()):
-        name = sorted(names)[0]
-        info = family_info(name)
+        info = family_info(names[0])
+        name = info.smoke.get("name", names[0])
         model = dict(info.smoke.get("model", {}))
         train = dict(info.smoke.get("train", {}))
         params = {"epochs_iters": train.pop("epochs_iters"), "batch_size": train.pop("batch_size"),

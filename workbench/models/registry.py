@@ -34,7 +34,9 @@ class FamilyInfo:
     unit: str = "iterations"
     train_defaults: dict = field(default_factory=dict)
     train_options: dict = field(default_factory=dict)
-    smoke: dict = field(default_factory=dict)  # {"model": create_model kwargs, "train": train kwargs}: tiny
+    # the smallest working configuration: {"name": a model name, "model": create_model kwargs,
+    # "train": train kwargs}; the contract tests train it
+    smoke: dict = field(default_factory=dict)
 
 
 def register_family(names: Iterable[str], factory: Factory | str, family: str | None = None,

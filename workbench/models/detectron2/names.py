@@ -58,6 +58,7 @@ TRAIN_OPTIONS = {"norm": None, "depth": None, "d2_overrides": None}
 # The smallest working configuration of the family (ResNet-18 body, few RoIs): the cross-family
 # contract test and the notebook tests train it for a few iterations.
 SMOKE = {
+    "name": "MaskRCNN-ResNet50-FPN",
     "model": {"depth": 18, "input_size": 96, "d2_overrides": {"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32}},
     "train": {
         "epochs_iters": 2,

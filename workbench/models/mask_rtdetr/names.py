@@ -32,6 +32,7 @@ CLASS_SPECIFIC = ("transformer.score_head.", "transformer.denoising_class_embed.
 # The smallest working configuration of the family (20 queries, one decoder layer, no denoising):
 # the cross-family contract test and the notebook tests train it for one epoch.
 SMOKE = {
+    "name": "Mask-RT-DETR-S",
     "model": {
         "num_queries": 20,
         "num_decoder_layers": 1,
