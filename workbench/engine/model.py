@@ -20,6 +20,7 @@ import importlib
 import logging
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +39,7 @@ def keep_scores(scores, threshold: float):
     return scores >= threshold
 
 
-class BaseModel:
+class BaseModel(ABC):
     family: ClassVar[str] = ""
     unit: ClassVar[str] = "iterations"
     default_train_args: ClassVar[dict] = {}
@@ -76,9 +77,11 @@ class BaseModel:
         return {}
 
     # ------------------------------------------------------------------ family parts
-    def build(self):  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def build(self):
+        """The network (built once, on first use), with the weights loaded."""
 
+    @abstractmethod
     def infer(
         self,
         images: Sequence[np.ndarray],
@@ -86,14 +89,16 @@ class BaseModel:
         threshold: float = 0.5,
         mask_threshold: float = 0.5,
         keep_image: bool = True,
-    ) -> list:  # pragma: no cover - family
-        raise NotImplementedError
+    ) -> list:
+        """The family's one inference path: RGB arrays -> ``Result``s, keeping ``score >= threshold``."""
 
-    def save(self, path: str | os.PathLike) -> Path:  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the weights with the metadata needed to rebuild the model."""
 
-    def train_job(self, dataset_dir: str, output: str, device: str, args: TrainArgs) -> TrainJob:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def train_job(self, dataset_dir: str, output: str, device: str, args: TrainArgs) -> TrainJob:
+        """The ``TrainJob`` for the family's trainer: architecture settings and initial weights."""
 
     def reload_kwargs(self) -> dict:
         return {}

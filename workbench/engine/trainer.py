@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class TrainState:
                 setattr(self, k, v)
 
 
-class BaseTrainer:
+class BaseTrainer(ABC):
     unit = "iterations"
     loggers: tuple[str, ...] = ("workbench",)
 
@@ -184,26 +185,33 @@ class BaseTrainer:
 
     # ------------------------------------------------------------------ family hooks
     @property
-    def max_iterations(self) -> int:  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def max_iterations(self) -> int:
+        """Optimizer steps of the whole schedule (known after ``build``)."""
 
-    def build(self) -> None:  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def build(self) -> None:
+        """Network, optimizer, scheduler and data loader of the family."""
 
-    def loop(self) -> None:  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def loop(self) -> None:
+        """Run the schedule from ``self.state``; call ``log_step`` per step, stop when ``end_of_unit`` says so."""
 
-    def load_initial_weights(self) -> None:  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def load_initial_weights(self) -> None:
+        """Load ``job.init_weights``/``init_state`` (class-specific layers re-initialised if needed)."""
 
-    def save_checkpoint(self, path: Path, training_state: bool) -> None:  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def save_checkpoint(self, path: Path, training_state: bool) -> None:
+        """Write weights (+ optimizer state when ``training_state``) and ``self.state`` to ``path``."""
 
-    def resume_from(self, path: Path) -> None:  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def resume_from(self, path: Path) -> None:
+        """Restore network, optimizer and ``self.state`` from a training-state checkpoint."""
 
-    def inference_model(self):  # pragma: no cover - family
-        raise NotImplementedError
+    @abstractmethod
+    def inference_model(self):
+        """A ``BaseModel`` over the weights to evaluate now (e.g. the EMA copy)."""
 
     def val_losses(self) -> dict:
         return {}
@@ -372,7 +380,7 @@ class BaseTrainer:
         classes = getattr(self, "classes", None)
         try:
             max_iter = self.max_iterations
-        except (AttributeError, NotImplementedError):
+        except AttributeError:  # before build(): the schedule is not known yet
             max_iter = None
         return self.run.write_result(
             TrainResult(
