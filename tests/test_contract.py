@@ -94,6 +94,7 @@ def test_train_result_schema(trained):
     assert {"segm_AP", "bbox_AP", "epochs_iters"} <= set(saved["best_metrics"])
     assert [c["name"] for c in saved["classes"]] == ["circle", "square"]
     assert set(saved["paths"]) == {"output", "model_final", "best_model", "last_checkpoint", "config", "log", "metrics"}
+    assert saved["init_weights"] is None  # trained from scratch (what initial weights give: test_finetune.py)
 
 
 def test_metrics_records(trained):

@@ -3,7 +3,8 @@
 ::
 
     output/
-      train_result.json     TrainResult (below): status, schedule unit and progress, best, paths
+      train_result.json     TrainResult (below): status, schedule unit and progress, best, paths,
+                            what the initial weights gave (init_weights)
       metrics.jsonl         one JSON object per logged training step and per evaluation
       train.log             the run's log (workbench, and the family engine's own loggers)
       config.yaml           the resolved configuration
@@ -14,7 +15,10 @@
 
 ``TrainResult`` is the one ``train_result.json`` schema of every model family; ``unit`` says what
 ``epochs_iters``/``max_epochs_iters``/``best_epochs_iters`` count (``"iterations"`` or ``"epochs"``);
-``iterations`` always counts optimizer steps.
+``iterations`` always counts optimizer steps. ``init_weights`` reports what the initial weights
+gave (``engine.weights.LoadReport.to_dict()``: their source, how many tensors were loaded, every
+tensor skipped with the reason — e.g. the class-specific layers re-initialised when fine-tuning to
+other classes —, missing and unexpected names); ``None`` when training from scratch.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class TrainResult:
     paths: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
     train_args: dict = field(default_factory=dict)
+    init_weights: dict | None = None
     error: str | None = None
 
     def __post_init__(self) -> None:

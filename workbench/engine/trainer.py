@@ -9,7 +9,9 @@ early stopping, divergence handling and ``train_result.json``. A family implemen
 
 * ``unit``: ``"iterations"`` or ``"epochs"``; ``loggers``: logger names copied into ``train.log``;
 * ``build()``, ``loop()``, ``max_iterations``;
-* ``load_initial_weights()``, ``save_checkpoint(path, training_state)``, ``resume_from(path)``;
+* ``load_initial_weights()`` (with ``engine.weights.load_matching``, returning its ``LoadReport``,
+  which goes to ``train.log`` and ``train_result.json["init_weights"]``),
+  ``save_checkpoint(path, training_state)``, ``resume_from(path)``;
 * ``inference_model()``: a ``BaseModel`` over the weights to evaluate (e.g. the EMA copy);
 * optionally ``val_losses()`` and ``config_text()``.
 
@@ -34,6 +36,7 @@ from .errors import DatasetError, TrainingDivergedError
 from .launcher import dist_info
 from .run_dir import RunDir, TrainResult, jsonable
 from .train_args import TrainJob
+from .weights import LoadReport
 
 logger = logging.getLogger("workbench.train")
 
@@ -50,6 +53,7 @@ class TrainState:
     best_metrics: dict | None = None
     last_metrics: dict | None = None
     bad_evals: int = 0
+    init_weights: dict | None = None  # LoadReport.to_dict() of the initial weights (None: from scratch)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -98,7 +102,8 @@ class BaseTrainer(ABC):
                     self.unit,
                 )
             elif self.job.init_state is not None or self.job.init_weights:
-                self.load_initial_weights()
+                report = self.load_initial_weights()
+                self.state.init_weights = report.to_dict() if report is not None else None
             if self.main:
                 self.run.write_config(self.config_text())
                 if not self.args.resume:
@@ -165,10 +170,25 @@ class BaseTrainer(ABC):
                 self.classes, f"the val split {self.val_ds.source}", f"the train split {self.train_ds.source}"
             )
         meta = self.job.init_meta or {}
-        if meta.get("class_names") and not self.args.ignore_class_mismatch and not self.args.resume:
+        # weights trained here on other classes are a mistake unless said so; pretrained weights
+        # ("coco") are a starting point for any classes
+        pretrained = bool(meta.get("pretrained"))
+        if meta.get("class_names") and not (self.args.ignore_class_mismatch or self.args.resume or pretrained):
             ClassMap.from_meta(meta).check_same(
                 self.classes, f"the weights {self.job.init_weights}", f"the dataset {self.job.dataset_dir}"
             )
+
+    def init_classes(self) -> ClassMap | None:
+        """The classes of the initial weights (by name, or the unnamed count), ``None`` if unknown."""
+        meta = self.job.init_meta or {}
+        m = meta if meta.get("class_names") else meta.get("unnamed_classes")
+        return ClassMap.from_meta(m) if m else None
+
+    def same_init_classes(self) -> bool:
+        """Whether the initial weights predict the dataset's classes (else the class-specific layers
+        are re-initialised)."""
+        c = self.init_classes()
+        return c is not None and c.same(self.classes)
 
     def _resume_path(self) -> Path:
         if self.args.resume_path:
@@ -198,8 +218,9 @@ class BaseTrainer(ABC):
         """Run the schedule from ``self.state``; call ``log_step`` per step, stop when ``end_of_unit`` says so."""
 
     @abstractmethod
-    def load_initial_weights(self) -> None:
-        """Load ``job.init_weights``/``init_state`` (class-specific layers re-initialised if needed)."""
+    def load_initial_weights(self) -> LoadReport:
+        """Load ``job.init_weights``/``init_state`` with ``engine.weights.load_matching`` (the
+        class-specific layers re-initialised unless ``same_init_classes()``); return its report."""
 
     @abstractmethod
     def save_checkpoint(self, path: Path, training_state: bool) -> None:
@@ -399,6 +420,7 @@ class BaseTrainer(ABC):
                 paths=self.run.paths(),
                 wall_time_s=round(time.perf_counter() - self._t_start, 2),
                 train_args=jsonable(self.args.to_dict()),
+                init_weights=s.init_weights,
                 error=error,
             )
         )

@@ -1,8 +1,8 @@
 """Detectron2 configs for the PaddleX names: model-zoo YAML + our from-scratch choices.
 
-Choices made for training from scratch (no pretrained weights are reachable here), measured on
-this machine: Detectron2's default ``FrozenBN`` with random initialisation diverges to NaN within
-a few iterations, so
+Choices made for training from scratch (``weights=None``), measured on this machine:
+Detectron2's default ``FrozenBN`` with random initialisation diverges to NaN within a few
+iterations, so
 
 * ``norm="GN"`` (default): GroupNorm(32) in the backbone, the FPN and the mask head; the box
   head keeps Detectron2's two FC layers (no norm needed there). Trains stably without clipping.
@@ -11,7 +11,9 @@ a few iterations, so
   gradient-norm clipping (``SOLVER.CLIP_GRADIENTS``, norm 1.0), which it needs to stay finite
   from scratch. Needs a few images per process for stable statistics. ``"SyncBN"`` is the
   multi-GPU form.
-* ``norm="FrozenBN"``: Detectron2's default; only sensible with pretrained weights.
+* ``norm="FrozenBN"``: Detectron2's default; only sensible with pretrained weights. ``weights="coco"``
+  (the model zoo's checkpoints) builds it, with the zoo config otherwise unchanged (``STRIDE_IN_1X1``,
+  ``FREEZE_AT=2``), so that every tensor of the checkpoint loads.
 * ``MODEL.BACKBONE.FREEZE_AT = 0`` (nothing frozen) unless FrozenBN.
 
 ``depth`` overrides the ResNet depth (18, 34, 50, 101, 152); a smaller depth is a legitimate way

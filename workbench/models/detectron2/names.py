@@ -1,14 +1,17 @@
-"""PaddleX model names of the Detectron2 family and the Detectron2 model-zoo config each starts from.
+"""PaddleX model names of the Detectron2 family, the Detectron2 model-zoo config each starts from,
+and the official COCO weights of the names that have an exact Detectron2 equivalent.
 
 ``backbone``: ``"resnet"`` (Detectron2's own ResNet) or ``"resnet_vd"`` (ours, ``resnet_vd.py``:
 deep 3x3 stem and average-pool downsampling on the shortcut, as in PaddleX). SSLDv2 is PaddleX's
-name for ImageNet weights distilled with SSLD; the architecture is ResNet-vd, and as no pretrained
-weights are reachable here the SSLDv2 names build the same vd network as the plain vd names.
+name for ImageNet weights distilled with SSLD; the architecture is ResNet-vd, and the SSLDv2 names
+build the same vd network as the plain vd names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ...engine.weights import D2_PREFIX, PretrainedWeights
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,44 @@ DETECTRON2_MODELS: dict[str, Spec] = {
     "Cascade-MaskRCNN-ResNet50-FPN": Spec(_CASCADE, 50, cascade=True),
     "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN": Spec(_CASCADE, 50, "resnet_vd", cascade=True),
 }
+
+# Official COCO weights (``create_model(name, weights="coco")``): Detectron2's model zoo, for the
+# names whose zoo config is exactly the network built here (the URLs are those of
+# detectron2/model_zoo/model_zoo.py, ``_ModelZooUrls``). They are FrozenBN ResNets with
+# STRIDE_IN_1X1 (MSRA weights) trained on COCO's 80 classes; with them the model is built with
+# norm="FrozenBN" and the zoo config unchanged. Detectron2 publishes no size or checksum (the
+# 6-hex suffix of the file name is not documented as one), so a download is checked against its
+# Content-Length and recorded (size, sha256) for later cache hits.
+_ZOO_SOURCE = "Detectron2 model zoo (MODEL_ZOO.md)"
+COCO_WEIGHTS: dict[str, PretrainedWeights] = {
+    "MaskRCNN-ResNet50-FPN": PretrainedWeights(
+        D2_PREFIX + "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/137849600/model_final_f10217.pkl",
+        _ZOO_SOURCE,
+        note="mask_rcnn_R_50_FPN_3x: COCO box AP 41.0, mask AP 37.2",
+    ),
+    "MaskRCNN-ResNet50": PretrainedWeights(
+        D2_PREFIX + "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_3x/137849525/model_final_4ce675.pkl",
+        _ZOO_SOURCE,
+        note="mask_rcnn_R_50_C4_3x: COCO box AP 39.8, mask AP 34.4",
+    ),
+    "MaskRCNN-ResNet101-FPN": PretrainedWeights(
+        D2_PREFIX + "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x/138205316/model_final_a3ec72.pkl",
+        _ZOO_SOURCE,
+        note="mask_rcnn_R_101_FPN_3x: COCO box AP 42.9, mask AP 38.6",
+    ),
+    "Cascade-MaskRCNN-ResNet50-FPN": PretrainedWeights(
+        D2_PREFIX + "Misc/cascade_mask_rcnn_R_50_FPN_3x/144998488/model_final_480dd8.pkl",
+        _ZOO_SOURCE,
+        note="Misc/cascade_mask_rcnn_R_50_FPN_3x: COCO box AP 44.3, mask AP 38.5",
+    ),
+}
+NO_COCO_WEIGHTS = (
+    "Detectron2's model zoo has no ResNet-vd, SSLDv2 or ResNeXt101-64x4d-vd Mask R-CNN (its ResNeXt is "
+    "X101-32x8d), and PaddleX's own weights for these names are PaddleDetection networks this Detectron2 "
+    "port does not convert"
+)
+# The zoo's test-time short side (INPUT.MIN_SIZE_TEST), the default input size with COCO weights.
+COCO_INPUT_SIZE = 800
 
 # What ``epochs_iters`` counts for this family, and its default training arguments (the panels and
 # notebooks read these instead of hard-coding numbers): SGD at 0.01 with GroupNorm from scratch.

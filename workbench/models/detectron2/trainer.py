@@ -8,15 +8,22 @@ checkpoints) and carries its state in every checkpoint, so a resumed run keeps i
 Detectron2's own here: the loss that is NaN/inf on any process stops the run before its optimizer
 step, the validation loss (training losses on the val split, no augmentation, no gradients, BN
 statistics frozen), and the process group set-up Detectron2's ``comm`` expects.
+
+Weights are read the way Detectron2 reads them (``read_state_dict``: its model-zoo and Caffe2
+``.pkl`` formats, Caffe2 names converted) and loaded by the shared ``engine.weights.load_matching``
+(``load_weights``), which re-initialises the class-specific layers (``class_specific``) when
+fine-tuning to other classes and reports every tensor it did not load.
 """
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from ...engine.trainer import BaseTrainer
+from ...engine.weights import LoadReport, load_matching
 from ._compat import import_detectron2
 
 import_detectron2()
@@ -27,6 +34,52 @@ from detectron2.engine import AMPTrainer, SimpleTrainer, hooks  # noqa: E402
 from detectron2.engine.train_loop import HookBase  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+
+logger = logging.getLogger("workbench.detectron2")
+
+# Entries of older Detectron2 checkpoints (the model zoo's among them) that are no parameters of
+# today's Detectron2: non-persistent buffers, set from the config.
+IGNORED = {
+    "pixel_mean": "input normalisation, a non-persistent buffer set from the config (MODEL.PIXEL_MEAN)",
+    "pixel_std": "input normalisation, a non-persistent buffer set from the config (MODEL.PIXEL_STD)",
+    "anchor_generator.cell_anchors": "anchors, a non-persistent buffer computed from the config",
+}
+
+
+def class_specific(cfg) -> tuple[str, ...]:
+    """Name prefixes of the tensors whose rows are the classes: the box classifier(s), the box
+    regressor(s) unless class-agnostic, the mask predictor unless class-agnostic."""
+    r = cfg.MODEL.ROI_BOX_HEAD
+    heads = ["roi_heads.box_predictor."]
+    if cfg.MODEL.ROI_HEADS.NAME == "CascadeROIHeads":
+        heads = [f"roi_heads.box_predictor.{i}." for i in range(len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS))]
+    out = [h + "cls_score." for h in heads]
+    if not r.CLS_AGNOSTIC_BBOX_REG:
+        out += [h + "bbox_pred." for h in heads]
+    if cfg.MODEL.MASK_ON and not cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
+        out.append("roi_heads.mask_head.predictor.")
+    return tuple(out)
+
+
+def read_state_dict(net, path: str | Path) -> dict:
+    """The state dict in ``path`` as Detectron2 reads it: ``.pth``, its model-zoo ``.pkl``, or a
+    Caffe2/Detectron1 ``.pkl`` (names converted by Detectron2's matching heuristics)."""
+    from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
+
+    ck = DetectionCheckpointer(net, "")
+    data = ck._load_file(str(path))
+    sd = data["model"]
+    if data.get("matching_heuristics"):
+        ck._convert_ndarray_to_tensor(sd)
+        sd = align_and_update_state_dicts(net.state_dict(), sd, c2_conversion=data.get("__author__") == "Caffe2")
+    return dict(sd)
+
+
+def load_weights(net, path: str | Path, cfg, *, same_classes: bool, log: logging.Logger | None = None) -> LoadReport:
+    """Load ``path`` into ``net`` (``engine.weights.load_matching``): everything that matches, the
+    class-specific layers re-initialised unless ``same_classes``; the report is logged."""
+    return load_matching(net, read_state_dict(net, path), class_specific(cfg), same_classes=same_classes,
+                         ignore=IGNORED, source=str(path), log=log or logger)
 
 
 class _LoopMixin:
@@ -209,8 +262,8 @@ class Detectron2Trainer(BaseTrainer):
     def loop(self) -> None:
         self.d2_loop.train(self.state.done, self.max_iterations)
 
-    def load_initial_weights(self) -> None:
-        self._checkpointer(False).load(self.job.init_weights, checkpointables=[])
+    def load_initial_weights(self) -> LoadReport:
+        return load_weights(self.net, self.job.init_weights, self.cfg, same_classes=self.same_init_classes())
 
     def save_checkpoint(self, path: Path, training_state: bool) -> None:
         ck = self._checkpointer(training_state)

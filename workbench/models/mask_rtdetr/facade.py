@@ -11,7 +11,10 @@ Weights (``create_model(weights=...)``, found and read by ``engine.weights``):
 * a PaddleDetection/PaddleX ``.pdparams`` (converted on the fly, no Paddle needed) or a ``.pth``
   written by ``convert.py``: the number of classes comes from the weights; the class names are
   unknown unless given (``class_names=``); 80 classes are taken to be COCO's (names and ids);
-* a URL: downloaded into the cache; an unreachable URL raises ``WeightsError``.
+* a URL: downloaded into the cache; an unreachable URL raises ``WeightsError``;
+* ``"coco"``: PaddleX's official COCO ``.pdparams`` of the name (``names.COCO_WEIGHTS``),
+  downloaded once into the cache and converted on the fly; the model then predicts COCO's 80
+  classes by name (``person``, ``dog`` …) with no dataset, and fine-tunes to any classes.
 
 Training (``solver.MaskRTDETRTrainer``) follows PaddleDetection's recipe: AdamW (weight decay
 1e-4), backbone lr multipliers, linear warmup, global-norm clipping 0.1, EMA (0.9999, warmup
@@ -28,13 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...engine.classes import COCO_CATEGORY_IDS, COCO_NAMES, ClassMap  # noqa: F401 - re-exported
+from ...engine.classes import COCO_CATEGORY_IDS, COCO_NAMES, ClassMap
 from ...engine.errors import ClassMismatchError, TrainingDivergedError, WeightsError  # noqa: F401 - re-exported
 from ...engine.launcher import resolve_device
 from ...engine.model import BaseModel
 from ...engine.result import Result
 from ...engine.train_args import TrainArgs, TrainJob
-from ...engine.weights import resolve_weights
 from .names import MODEL_NAMES, TRAIN_DEFAULTS, TRAIN_OPTIONS, UNIT
 from .weights import read_weights
 
@@ -98,10 +100,18 @@ def create_model(name: str, weights: str | os.PathLike | None = None, device: st
     info = {"state_dict": None, "meta": None, "num_classes": None, "overrides": {}}
     path = None
     if weights is not None:
-        path = resolve_weights(weights, timeout=url_timeout, suffixes=(".pth", ".pt", ".pdparams"))
+        from ..registry import resolve_model_weights
+
+        path, pre = resolve_model_weights(name, weights, url_timeout, suffixes=(".pth", ".pt", ".pdparams"))
         info = read_weights(path, variant)
         if info["meta"] and info["meta"].get("model_name") not in (None, name):
             raise WeightsError(f"{path} holds weights of {info['meta']['model_name']}, not {name}")
+        if pre is not None:  # the official COCO weights: COCO's classes by name
+            if info["num_classes"] != len(COCO_NAMES):
+                raise WeightsError(f"{path}: the COCO weights of {name} should have {len(COCO_NAMES)} classes, "
+                                   f"this file has {info['num_classes']}")
+            info["meta"] = {**(info["meta"] or {}), "pretrained": pre.classes, "source": pre.url,
+                            "category_ids": list(COCO_CATEGORY_IDS), "class_names": list(COCO_NAMES)}
     classes = _classes(info["meta"], class_names, category_ids, num_classes, info["num_classes"], path)
     merged = {**info["overrides"], **overrides}
     if info["state_dict"] is not None and overrides:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from ...engine.weights import PretrainedWeights
+
 MODEL_NAMES = {f"Mask-RT-DETR-{v}": v for v in ("S", "M", "L", "X", "H")}
 UNIT = "epochs"
 TRAIN_DEFAULTS = {
@@ -49,4 +51,23 @@ SMOKE = {
         "warmup_steps": 2,
         "multi_scale": False,
     },
+}
+
+# Official COCO weights (``create_model(name, weights="coco")``): PaddleX's "trained model"
+# ``.pdparams`` of each name, the checkpoint PaddleX's own configs fine-tune from
+# (``Train.pretrain_weight_path`` in paddlex/configs/modules/instance_segmentation/Mask-RT-DETR-*.yaml)
+# and list in its model table. A ``.pdparams`` is a plain state dict, converted on the fly
+# (``convert.py``). PaddleDetection publishes only L
+# (https://paddledet.bj.bcebos.com/models/mask_rtdetr_hgnetv2_l_6x_coco.pdparams); PaddleX's
+# inference tarballs (``*_infer.tar``) hold a static graph, not these weights. PaddleX publishes
+# no checksum and no exact file size (its "model size" column is rounded), so a download is
+# checked against its Content-Length and recorded (size, sha256) for later cache hits.
+_PADDLEX = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/"
+_PADDLEX_SOURCE = "PaddleX official pretrained model (PaddleX model list, instance segmentation)"
+_MASK_AP = {"S": 41.0, "M": 42.7, "L": 45.7, "X": 47.5, "H": 50.6}
+COCO_WEIGHTS: dict[str, PretrainedWeights] = {
+    name: PretrainedWeights(
+        f"{_PADDLEX}{name}_pretrained.pdparams", _PADDLEX_SOURCE, note=f"COCO mask AP {_MASK_AP[v]} (PaddleX)"
+    )
+    for name, v in MODEL_NAMES.items()
 }

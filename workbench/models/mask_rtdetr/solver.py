@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...engine.classes import ClassMap
 from ...engine.trainer import BaseTrainer
+from ...engine.weights import LoadReport, load_matching
 from .names import CLASS_SPECIFIC, MULTI_SCALE_640
 
 logger = logging.getLogger("workbench.mask_rtdetr")
@@ -125,30 +125,20 @@ class MaskRTDETRTrainer(BaseTrainer):
         )
         return float(g["lr"] / (g.get("lr_mult") or 1.0))
 
-    def load_initial_weights(self) -> None:
-        """Initial weights; the class-specific layers re-initialised when the classes differ."""
-        meta = self.job.init_meta or {}
-        init_classes = meta if meta.get("class_names") else meta.get("unnamed_classes")
-        same = bool(init_classes) and ClassMap.from_meta(init_classes).same(self.classes)
-        sd = self.job.init_state
-        if same:
-            self.net.load_state_dict(sd, strict=True)
-            return
-        own = self.net.state_dict()
-        keep = {
-            k: v
-            for k, v in sd.items()
-            if k in own and tuple(v.shape) == tuple(own[k].shape) and not k.startswith(CLASS_SPECIFIC)
-        }
-        missing, _ = self.net.load_state_dict(keep, strict=False)
-        self.ema.module.load_state_dict(self.net.state_dict())
-        logger.info(
-            "initial weights %s: %d tensors loaded, %d re-initialised (class-specific or mis-shaped): %s",
-            self.job.init_weights,
-            len(keep),
-            len(missing),
-            missing[:10],
+    def load_initial_weights(self) -> LoadReport:
+        """Initial weights (``engine.weights.load_matching``); the class-specific layers
+        (``names.CLASS_SPECIFIC``) re-initialised when the classes differ. The EMA copy starts from
+        the loaded network."""
+        report = load_matching(
+            self.net,
+            self.job.init_state,
+            CLASS_SPECIFIC,
+            same_classes=self.same_init_classes(),
+            source=self.job.init_weights or "",
+            log=logger,
         )
+        self.ema.module.load_state_dict(self.net.state_dict())
+        return report
 
     def save_checkpoint(self, path: Path, training_state: bool) -> None:
         from .engine import save_checkpoint
