@@ -85,9 +85,11 @@ def _step_main(argv: list[str]) -> int:
     p = sub.add_parser("demo", help="run the whole step pipeline on the bundled demo data")
     p.add_argument("--output", default="runs/demo")
     p.add_argument("--data", default=str(REPO_DATA / "demo_labelme"))
-    p.add_argument("--model", default="MaskRCNN-ResNet50-FPN")
-    p.add_argument("--iters", type=int, default=10, help="training iterations (0: data steps only)")
-    p.add_argument("--input-size", type=int, default=320)
+    p.add_argument("--model", default=None,
+                   help="the model to train (default: the demo recipe's, workbench.pipeline.demo.DEMO_RECIPE)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="training iterations or epochs (default: the recipe's; 0: data steps only)")
+    p.add_argument("--input-size", type=int, default=None, help="default: the recipe's")
     p.add_argument("--notebooks", action="store_true",
                    help="run the six step notebooks in batch (executed copies in OUTPUT/notebooks) "
                         "instead of the same steps as plain Python calls")

@@ -94,8 +94,9 @@ TRAIN_DEFAULTS = {
     "log_interval": 10,
     "warmup_steps": 100,
 }
-# The family's own training arguments: ResNet norm and depth, and raw Detectron2 config keys.
-TRAIN_OPTIONS = {"norm": None, "depth": None, "d2_overrides": None}
+# The family's own training arguments: ResNet norm and depth, raw Detectron2 config keys, and the
+# optimizer (Detectron2's SGD, or AdamW).
+TRAIN_OPTIONS = {"norm": None, "depth": None, "d2_overrides": None, "optimizer": "SGD"}
 # The smallest working configuration of the family (ResNet-18 body, few RoIs): the cross-family
 # contract test and the notebook tests train it for a few iterations.
 SMOKE = {

@@ -187,6 +187,13 @@ class MaskRTDETRTransformer(nn.Module):
         return logits, masks
 
     def _decoder_input(self, memory, mask_feat, spatial_shapes, dn_class=None, dn_bbox_unact=None):
+        if memory.shape[1] < self.num_queries:
+            stride8 = spatial_shapes[0]
+            raise ValueError(
+                f"the input ({stride8[0] * 8}x{stride8[1] * 8} px) gives {memory.shape[1]} encoder tokens, fewer "
+                f"than the {self.num_queries} queries the decoder selects: use a larger input_size "
+                "or fewer num_queries"
+            )
         anchors, valid = self.generate_anchors(spatial_shapes, memory.device, memory.dtype)
         memory = torch.where(valid, memory, torch.zeros_like(memory))
         out_memory = self.enc_output(memory)
