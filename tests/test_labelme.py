@@ -123,7 +123,7 @@ def test_every_shape_type(shapes_dir, tmp_path):
 
 
 def test_labels_txt_ignore_background_ids(shapes_dir, tmp_path):
-    res = convert_quiet(shapes_dir, tmp_path / "o", expect_skips=True)
+    res = convert_quiet(shapes_dir, tmp_path / "o", val_percent=0, expect_skips=True)  # one image: train only
     # labels.txt: __ignore__, _background_, box, bar, disk, triangle, blob
     assert [(c.id, c.name) for c in res["train"].categories] == \
         [(1, "box"), (2, "bar"), (3, "disk"), (4, "triangle"), (5, "blob")]
@@ -136,14 +136,14 @@ def test_labels_txt_ignore_background_ids(shapes_dir, tmp_path):
 ])
 def test_label_order_without_labels_txt(shapes_dir, tmp_path, order, expected):
     (shapes_dir / "labels.txt").unlink()
-    res = convert_quiet(shapes_dir, tmp_path / "o", label_order=order, expect_skips=True)
+    res = convert_quiet(shapes_dir, tmp_path / "o", label_order=order, val_percent=0, expect_skips=True)
     assert [c.name for c in res["train"].categories] == expected
     assert [c.id for c in res["train"].categories] == [1, 2, 3, 4, 5]
 
 
 def test_labels_argument_list_and_unknown_label(shapes_dir, tmp_path):
     res = convert_quiet(shapes_dir, tmp_path / "o", labels=["_background_", "triangle", "box", "disk", "blob",
-                                                           "bar"], expect_skips=True)
+                                                           "bar"], val_percent=0, expect_skips=True)
     assert res["train"].category_names == ["triangle", "box", "disk", "blob", "bar"]
     with pytest.raises(LabelmeError, match=r"shapes\.json: shape 1 \('box'\): label 'box' is not in the labels"):
         convert_labelme(shapes_dir, tmp_path / "o2", labels=["triangle", "disk", "blob", "bar"], progress=False)

@@ -3,8 +3,8 @@
 Steps::
 
     workbench check DATASET_DIR [--output DIR]
-    workbench convert LABELME_DIR [--dst DIR] [--labels labels.txt] [--label-order sorted|stable]
-    workbench split DATASET_DIR --train-percent 80 --val-percent 20 [--seed 0]
+    workbench convert LABELME_DIR [--dst DIR] [--labels labels.txt] [--label-order sorted|stable] [--min-val N]
+    workbench split DATASET_DIR --train-percent 80 --val-percent 20 [--seed 0] [--min-val N]
     workbench evaluate RESULTS.json DATASET_DIR [--output DIR]
     workbench generate OUT_DIR [--num-train 16 --num-val 4 --size 128 --format coco labelme]
     workbench demo [--output runs/demo]          # the whole pipeline on the bundled demo data
@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+MIN_VAL_HELP = ("put at least N images in val even if a class then has no train image (default 0: a split "
+                "that leaves val empty is an error saying why)")
 
 
 def _paddlex_main(argv: list[str]) -> int:
@@ -58,12 +60,14 @@ def _step_main(argv: list[str]) -> int:
     p.add_argument("--label-order", choices=["sorted", "stable"], default="sorted")
     p.add_argument("--val-percent", type=float, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-val", type=int, default=0, help=MIN_VAL_HELP)
 
     p = sub.add_parser("split", help="re-split train/val (old files kept as .bak)")
     p.add_argument("dataset_dir")
     p.add_argument("--train-percent", type=float, required=True)
     p.add_argument("--val-percent", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-val", type=int, default=0, help=MIN_VAL_HELP)
 
     p = sub.add_parser("evaluate", help="COCO metrics + error analysis of a results file against a dataset")
     p.add_argument("predictions", help="COCO results JSON (list of detections) or a folder of Result JSONs")
@@ -104,12 +108,12 @@ def _step_main(argv: list[str]) -> int:
         from .data.labelme import convert_labelme
 
         convert_labelme(args.src_dir, args.dst, labels=args.labels, label_order=args.label_order,
-                        val_percent=args.val_percent, seed=args.seed)
+                        val_percent=args.val_percent, seed=args.seed, min_val=args.min_val)
         return 0
     if args.step == "split":
         from .data.split import split_dataset
 
-        split_dataset(args.dataset_dir, args.train_percent, args.val_percent, seed=args.seed)
+        split_dataset(args.dataset_dir, args.train_percent, args.val_percent, seed=args.seed, min_val=args.min_val)
         return 0
     if args.step == "evaluate":
         from .evaluation import evaluate

@@ -3,6 +3,12 @@
 ``check_dataset(dataset_dir)`` finds *every* problem (not just the first), each named by file,
 image id / annotation id and what is wrong, and writes ``check_dataset_result.json`` with the
 PaddleX fields plus richer statistics, PNG plots and rendered sample overlays.
+
+Beyond the annotations, it compares the image files: the same image in train and val (the same
+file, or identical file content) is an error, ``cross_split_duplicate`` (val would measure images
+the model trained on); identical content under two names within one split is a warning,
+``duplicate_image``. A 16-bit or float image is a warning, ``high_bit_depth_image``, saying how it
+is read (scaled from its own value range to 8 bits, ``dataset.read_image_rgb``).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import numpy as np
 
 from ..engine.errors import DatasetError
 from ..utils.io import atomic_write_json
-from .dataset import ANNOTATION_FILES, SPLITS, Dataset, read_image_rgb
+from .dataset import ANNOTATION_FILES, SPLITS, Dataset, ImageInfo, read_image_rgb_info
 
 
 @dataclass
@@ -128,8 +134,10 @@ def _check_polygon(poly, w: int, h: int, tol: float) -> str | None:
 
 # complexity: one flat list of independent checks, read top to bottom
 def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Problem],  # noqa: C901
-                    check_images: bool, tol: float) -> dict[int, tuple[int, int]]:
-    """Append problems of one split; return the actual (w, h) of readable images."""
+                    check_images: bool, tol: float,
+                    hashes: dict[int, str] | None = None) -> dict[int, tuple[int, int]]:
+    """Append problems of one split; return the actual (w, h) of readable images. ``hashes``
+    receives the sha256 of each readable image file (image id -> hex digest)."""
     cats = Counter(c.id for c in ds.categories)
     for cid, n in cats.items():
         if n > 1:
@@ -164,11 +172,19 @@ def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Prob
             problems.append(Problem("missing_image", json_file, f"image file not found: {path}", image_id=im.id))
             continue
         try:
-            arr = read_image_rgb(path)
+            arr, read_info = read_image_rgb_info(path)
         except ValueError as e:
             problems.append(Problem("corrupt_image", json_file, f"unreadable or corrupt image {path}: {e}",
                                     image_id=im.id))
             continue
+        if hashes is not None:
+            hashes[im.id] = _file_sha256(path)
+        if read_info.get("scaled_from") is not None:
+            lo, hi = read_info["scaled_from"]
+            problems.append(Problem("high_bit_depth_image", json_file,
+                                    f"{im.file_name} is a {read_info['mode']} image (values {lo:g}..{hi:g}): it is "
+                                    f"read as 8-bit by scaling that range to 0..255", image_id=im.id,
+                                    severity="warning"))
         h, w = arr.shape[:2]
         actual[im.id] = (w, h)
         if (w, h) != (im.width, im.height) and im.width > 0 and im.height > 0:
@@ -235,6 +251,63 @@ def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Prob
     return actual
 
 
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _duplicate_problems(datasets: dict[str, Dataset], hashes: dict[str, dict[int, str]],
+                        problems: list[Problem]) -> None:
+    """Exact duplicates: the same image (file content, or the same file) in train and val is an
+    error (val would measure images the model trained on); within one split, a warning."""
+
+    def keys(split: str, ds: Dataset) -> dict[int, list[tuple[str, str]]]:
+        out: dict[int, list[tuple[str, str]]] = {}
+        for im in ds.images:
+            k = [("file", str(ds.image_path(im).resolve()))]
+            if im.id in hashes.get(split, {}):
+                k.append(("content", hashes[split][im.id]))
+            out[im.id] = k
+        return out
+
+    for split, ds in datasets.items():  # within a split: same content, different files
+        first: dict[str, ImageInfo] = {}
+        for im in ds.images:
+            digest = hashes.get(split, {}).get(im.id)
+            if digest is None:
+                continue
+            if digest in first and first[digest].file_name != im.file_name:
+                prev = first[digest]
+                problems.append(Problem("duplicate_image", str(ds.source), f"{im.file_name} has the same content as "
+                                        f"{prev.file_name} (image id {prev.id}) in the {split} split",
+                                        image_id=im.id, severity="warning"))
+            first.setdefault(digest, im)
+    if "train" not in datasets or "val" not in datasets:
+        return
+    tr, va = datasets["train"], datasets["val"]
+    train_keys: dict[tuple[str, str], ImageInfo] = {}
+    tk = keys("train", tr)
+    for im in tr.images:
+        for k in tk[im.id]:
+            train_keys.setdefault(k, im)
+    vk = keys("val", va)
+    for im in va.images:
+        hit = next(((kind, train_keys[(kind, v)]) for kind, v in vk[im.id] if (kind, v) in train_keys), None)
+        if hit is None:
+            continue
+        kind, t = hit
+        what = "the same file as" if kind == "file" else "the same image content as"
+        problems.append(Problem("cross_split_duplicate", str(va.source),
+                                f"val image {im.file_name} (image id {im.id}) is {what} train image {t.file_name} "
+                                f"(image id {t.id}, {tr.source}): val would measure an image the model trained on",
+                                image_id=im.id))
+
+
 def dataset_stats(datasets: dict[str, Dataset]) -> dict:
     """Per-split statistics: instances and images per class, instances per image, mask areas, sizes."""
     s: dict = {"instances_per_class": {}, "images_per_class": {}, "instances_per_image": {},
@@ -294,8 +367,12 @@ def check_dataset(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike 
             except ValueError as e:
                 problems.append(Problem("malformed_json", str(jf), str(e)))
     actual_sizes = {}
+    hashes: dict[str, dict[int, str]] = {}
     for split, ds in datasets.items():
-        actual_sizes[split] = _validate_split(ds, split, str(ds.source), problems, check_images, tolerance)
+        hashes[split] = {}
+        actual_sizes[split] = _validate_split(ds, split, str(ds.source), problems, check_images, tolerance,
+                                              hashes[split])
+    _duplicate_problems(datasets, hashes, problems)
     if len(datasets) == 2:
         tr, va = datasets["train"], datasets["val"]
         if [(c.id, c.name) for c in tr.categories] != [(c.id, c.name) for c in va.categories]:

@@ -310,8 +310,60 @@ class Dataset:
             yield im, by_img.get(im.id, [])
 
 
-def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as RGB uint8, honouring EXIF orientation; errors name the file."""
+HIGH_DEPTH_MODES = ("I", "F")  # and every "I;16*" mode: PIL's 16-bit, 32-bit integer and float images
+
+
+def is_high_depth_mode(mode: str) -> bool:
+    return mode in HIGH_DEPTH_MODES or mode.startswith("I;16")
+
+
+def array_to_uint8(arr: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """``arr`` as uint8: uint8 unchanged; any other type (16-bit, 32-bit, float) scaled linearly
+    from the image's own range ``[min, max]`` to ``[0, 255]`` (NaN/inf become 0; an image of one
+    value becomes 0). Returns the array and the range it was scaled from (``None``: unchanged).
+
+    Why the image's own range and not the type's: 16-bit microscopy, depth and medical images
+    rarely use the full 0..65535 (a 12-bit sensor gives 0..4095), so dividing by 257 would give a
+    nearly black image; clipping to 255 (what ``PIL.Image.convert("RGB")`` does) an all-white one.
+    """
+    if arr.dtype == np.uint8:
+        return arr, None
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255, (0.0, 1.0)
+    a = arr.astype(np.float32)
+    finite = np.isfinite(a)
+    if not finite.all():
+        a[~finite] = np.nan
+    if not finite.any():
+        return np.zeros(arr.shape, np.uint8), (0.0, 0.0)
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8), (lo, hi)
+    out = np.rint((a - lo) * np.float32(255.0 / (hi - lo)))
+    out[~finite] = 0
+    return np.clip(out, 0, 255).astype(np.uint8), (lo, hi)
+
+
+def image_to_rgb8(im) -> tuple[np.ndarray, dict]:
+    """A decoded PIL image as an RGB uint8 array, and what was done to it.
+
+    8-bit images (RGB, RGBA, L, P, CMYK …) go through ``PIL.Image.convert("RGB")``; 16-bit, 32-bit
+    integer and float images (modes ``I;16*``, ``I``, ``F``) are scaled by their own range with
+    :func:`array_to_uint8` (``info["scaled_from"] = [min, max]``) and repeated to three channels.
+    (Pillow itself reads 16-bit RGB PNGs as 8-bit RGB, keeping each value's high byte.)"""
+    info: dict = {"mode": im.mode}
+    if is_high_depth_mode(im.mode):
+        gray, rng = array_to_uint8(np.asarray(im))
+        if gray.ndim == 3:
+            gray = gray[..., 0]
+        info["scaled_from"] = list(rng) if rng is not None else None
+        return np.ascontiguousarray(np.stack([gray] * 3, axis=-1)), info
+    return np.asarray(im.convert("RGB")), info
+
+
+def read_image_rgb_info(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """:func:`read_image_rgb` and what the conversion did (``{"mode": PIL mode, "scaled_from":
+    [min, max]}`` for 16-bit/float images)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -321,9 +373,18 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
+            return image_to_rgb8(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: unreadable or corrupt image ({e})") from e
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as RGB uint8, honouring EXIF orientation; errors name the file.
+
+    The one image reader of the workbench (check, its sample overlays, training data of
+    Mask-RT-DETR, predict, evaluation renderings, widgets). 16-bit, 32-bit and float images are
+    scaled from their own ``[min, max]`` to ``[0, 255]`` (:func:`image_to_rgb8`), never clipped."""
+    return read_image_rgb_info(path)[0]
 
 
 def polygons_from_mask(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:

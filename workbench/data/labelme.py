@@ -20,6 +20,9 @@ Conventions (those of labelme's ``examples/instance_segmentation/labelme2coco.py
   from the true circle), ``mask`` -> the base64 PNG bitmap pasted at the integer top-left
   point, stored as RLE; ``line``, ``linestrip``, ``point`` and ``points`` describe no area and
   are skipped with a warning naming the file and the shape index;
+* polygons, rectangles and circles reaching outside the image are clipped to it (``clip_polygon``:
+  the mask stays the same, the coordinates become valid COCO); a shape with nothing of positive
+  area left inside the image is skipped with a warning naming the file, shape index and label;
 * ``area`` and ``bbox`` are computed from the rasterised mask with pycocotools, the same
   rasteriser that decodes the segmentation for training and evaluation. LabelMe coordinates
   are pixel-corner coordinates (pixel ``i`` spans ``[i, i+1)`` on LabelMe's canvas), which is
@@ -56,9 +59,26 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.errors import WorkbenchError
-from ..utils.io import _json_default, atomic_write_bytes, read_json, replace_all_with_backup, replace_with_backup
-from .dataset import ANNOTATION_FILES, SPLITS, Category, Dataset, ImageInfo, Instance, bbox_area_from_rle
+from ..engine.errors import DatasetError, WorkbenchError
+from ..utils.io import (
+    _json_default,
+    atomic_write_bytes,
+    read_json,
+    remove_stale_temp_files,
+    replace_all_with_backup,
+    replace_with_backup,
+)
+from .dataset import (
+    ANNOTATION_FILES,
+    SPLITS,
+    Category,
+    Dataset,
+    ImageInfo,
+    Instance,
+    bbox_area_from_rle,
+    image_to_rgb8,
+)
+from .split import SplitPlan
 
 IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
@@ -105,7 +125,7 @@ def read_labels_file(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: labels file not found")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     return _clean_label_list(names, str(path))
 
 
@@ -158,6 +178,7 @@ def _image_size(data: bytes, where: str) -> tuple[int, int, str]:
             except Exception:  # noqa: BLE001 - broken EXIF: PIL's exif_transpose ignores it too
                 orientation = 1
             im.load()  # decodes: a truncated/corrupt file fails here, not in training
+            image_to_rgb8(im)  # the conversion every reader applies (16-bit/float: scaled by its range)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise LabelmeError(f"{where}: unreadable image data ({e})") from e
     if orientation in (5, 6, 7, 8):
@@ -193,6 +214,55 @@ def circle_polygon(center: Sequence[float], radius: float, tolerance: float = CI
     return [float(v) for v in xy.ravel()]
 
 
+def clip_polygon(xy: np.ndarray, w: float, h: float) -> np.ndarray:
+    """The part of polygon ``xy`` (N x 2) inside the image ``[0, w] x [0, h]`` (Sutherland-Hodgman
+    against the four borders; the clip region is convex, so the clipped region is exact: a concave
+    polygon cut into pieces stays one polygon whose pieces are joined by zero-width edges along the
+    border, which add no area). It rasterises to the same mask as the unclipped polygon.
+    Consecutive repeated points are removed; the result may have fewer than 3 points."""
+    pts = np.asarray(xy, float).reshape(-1, 2)
+    for axis, bound, inside_is_ge in ((0, 0.0, True), (0, float(w), False), (1, 0.0, True), (1, float(h), False)):
+        if len(pts) == 0:
+            break
+        inside = pts[:, axis] >= bound if inside_is_ge else pts[:, axis] <= bound
+        out: list[np.ndarray] = []
+        for k in range(len(pts)):
+            cur, prev = pts[k], pts[k - 1]
+            if inside[k] != inside[k - 1]:  # this edge crosses the border: add the crossing point
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                x = prev + t * (cur - prev)
+                x[axis] = bound
+                out.append(x)
+            if inside[k]:
+                out.append(cur)
+        pts = np.asarray(out, float).reshape(-1, 2)
+    if len(pts):
+        keep = np.any(pts != np.roll(pts, 1, axis=0), axis=1)
+        pts = pts[keep] if keep.any() else pts[:1]
+    return pts
+
+
+def polygon_area(xy: np.ndarray) -> float:
+    """Shoelace area of a polygon (N x 2)."""
+    x, y = xy[:, 0], xy[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
+
+
+def _clip_to_image(flat: list[float], w: int, h: int) -> tuple[list[float] | None, str | None]:
+    """(polygon, None) kept as is or clipped to the image; (None, reason) when nothing with an
+    area is left inside it."""
+    xy = np.asarray(flat, float).reshape(-1, 2)
+    if (xy >= 0).all() and (xy[:, 0] <= w).all() and (xy[:, 1] <= h).all():
+        return flat, None
+    c = clip_polygon(xy, w, h)
+    if len(c) == 0:
+        return None, f"entirely outside the {w}x{h} image"
+    if len(c) < 3 or polygon_area(c) <= 1e-9:
+        return None, (f"degenerate after clipping to the {w}x{h} image "
+                      f"({len(c)} point(s), area {polygon_area(c) if len(c) >= 3 else 0:g})")
+    return [float(v) for v in c.ravel()], "clipped"
+
+
 def _decode_mask_png(shape: dict, where: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -214,40 +284,50 @@ class _Part:
     mask_rle: dict | None = None
 
 
-def _shape_part(shape: dict, shape_type: str, where: str, w: int, h: int) -> _Part:
-    """One area shape as a polygon or a full-image RLE."""
-    from pycocotools import mask as mask_utils
-
+def _shape_part(shape: dict, shape_type: str, where: str, w: int, h: int) -> tuple[_Part | None, str | None]:
+    """One area shape as a polygon (clipped to the image) or a full-image RLE, and ``"clipped"``
+    when its polygon was clipped; ``(None, reason)`` when nothing with an area is left in the image."""
+    if shape_type == "mask":
+        return _mask_part(shape, where, w, h), None
     pts = _points(shape, where)
     if shape_type == "polygon":
         if len(pts) < 3:
             raise LabelmeError(f"{where}: polygon has {len(pts)} point(s); at least 3 are needed")
-        return _Part("poly", [float(v) for v in pts.ravel()])
-    if shape_type == "rectangle":
+        flat = [float(v) for v in pts.ravel()]
+    elif shape_type == "rectangle":
         if len(pts) not in (2, 4):
             raise LabelmeError(f"{where}: rectangle needs 2 corner points, got {len(pts)}")
         x1, y1 = pts.min(axis=0)
         x2, y2 = pts.max(axis=0)
-        return _Part("poly", [float(v) for v in (x1, y1, x2, y1, x2, y2, x1, y2)])
-    if shape_type == "circle":
+        flat = [float(v) for v in (x1, y1, x2, y1, x2, y2, x1, y2)]
+    elif shape_type == "circle":
         if len(pts) != 2:
             raise LabelmeError(f"{where}: circle needs 2 points (centre, point on the circle), got {len(pts)}")
         r = float(np.hypot(*(pts[1] - pts[0])))
-        return _Part("poly", circle_polygon(pts[0], r))
-    if shape_type == "mask":
-        if len(pts) != 2:
-            raise LabelmeError(f"{where}: mask shape needs 2 points (top-left, bottom-right), got {len(pts)}")
-        bitmap = _decode_mask_png(shape, where)
-        full = np.zeros((h, w), np.uint8)
-        x0, y0 = (int(v) for v in pts.min(axis=0))  # labelme casts the corner with int()
-        sx0, sy0 = max(0, -x0), max(0, -y0)
-        dx0, dy0 = max(0, x0), max(0, y0)
-        dx1 = min(w, x0 + bitmap.shape[1])
-        dy1 = min(h, y0 + bitmap.shape[0])
-        if dx1 > dx0 and dy1 > dy0:
-            full[dy0:dy1, dx0:dx1] = bitmap[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0]
-        return _Part("mask", mask_rle=mask_utils.encode(np.asfortranarray(full)))
-    raise AssertionError(shape_type)
+        flat = circle_polygon(pts[0], r)
+    else:
+        raise AssertionError(shape_type)
+    poly, note = _clip_to_image(flat, w, h)
+    return (_Part("poly", poly) if poly is not None else None), note
+
+
+def _mask_part(shape: dict, where: str, w: int, h: int) -> _Part:
+    """A ``mask`` shape: its bitmap pasted into a full-image RLE (the part outside is cut off)."""
+    from pycocotools import mask as mask_utils
+
+    pts = _points(shape, where)
+    if len(pts) != 2:
+        raise LabelmeError(f"{where}: mask shape needs 2 points (top-left, bottom-right), got {len(pts)}")
+    bitmap = _decode_mask_png(shape, where)
+    full = np.zeros((h, w), np.uint8)
+    x0, y0 = (int(v) for v in pts.min(axis=0))  # labelme casts the corner with int()
+    sx0, sy0 = max(0, -x0), max(0, -y0)
+    dx0, dy0 = max(0, x0), max(0, y0)
+    dx1 = min(w, x0 + bitmap.shape[1])
+    dy1 = min(h, y0 + bitmap.shape[0])
+    if dx1 > dx0 and dy1 > dy0:
+        full[dy0:dy1, dx0:dx1] = bitmap[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0]
+    return _Part("mask", mask_rle=mask_utils.encode(np.asfortranarray(full)))
 
 
 def _instance_geometry(parts: list[_Part], crowd: bool, h: int, w: int) -> tuple[Any, list[float], float]:
@@ -281,7 +361,7 @@ class _Record:
 
 
 def _parse_file(json_path: Path, labels_allowed: set[str] | None, skipped: list[dict],
-                ignored: list[dict]) -> _Record:
+                ignored: list[dict], clipped: list[dict] | None = None) -> _Record:
     where = str(json_path)
     d = read_json(json_path)
     if not isinstance(d, dict) or not isinstance(d.get("shapes"), list):
@@ -336,7 +416,13 @@ def _parse_file(json_path: Path, labels_allowed: set[str] | None, skipped: list[
         if labels_allowed is not None and label not in labels_allowed:
             raise LabelmeError(f"{sw}: label {label!r} is not in the labels list "
                                f"({', '.join(sorted(labels_allowed))})")
-        part = _shape_part(s, shape_type, sw, w, h)
+        part, note = _shape_part(s, shape_type, sw, w, h)
+        if part is None:  # nothing with an area inside the image
+            skipped.append({"file": where, "shape_index": i, "label": label, "shape_type": shape_type,
+                            "reason": note})
+            continue
+        if note == "clipped" and clipped is not None:
+            clipped.append({"file": where, "shape_index": i, "label": label, "shape_type": shape_type})
         gid = s.get("group_id")
         key = (label, gid) if gid is not None else (label, ("shape", i))
         flags = s.get("flags") or {}
@@ -396,9 +482,12 @@ def _images_and_instances(records: list, cat_id: dict, skipped: list) -> tuple[l
     return images, instances
 
 
-def _write_images(records: list, img_dir: Path, progress: bool) -> None:
+def _write_images(records: list, img_dir: Path, progress: bool) -> list[Path]:
+    """Copy each record's image bytes (as they are: a 16-bit PNG stays 16-bit, and every reader
+    converts it the same way, ``dataset.read_image_rgb``); returns the backups of replaced images."""
     from tqdm.auto import tqdm
 
+    backups: list[Path] = []
     for r in tqdm(records, desc="writing images", unit="img", disable=not progress):
         dest = img_dir / r.out_name
         if r.image_src is not None and dest.exists() and os.path.samefile(dest, r.image_src):
@@ -407,31 +496,52 @@ def _write_images(records: list, img_dir: Path, progress: bool) -> None:
         if dest.exists():
             if dest.read_bytes() == data:
                 continue
-            replace_with_backup(dest, data)
+            bak = replace_with_backup(dest, data)
+            if bak is not None:
+                backups.append(bak)
         else:
             atomic_write_bytes(dest, data)
+    return backups
+
+
+def _check_destination(dst_dir: Path) -> None:
+    """The destination and its images/ and annotations/ must be folders (or not exist yet)."""
+    for p in (dst_dir, dst_dir / "images", dst_dir / "annotations"):
+        if p.exists() and not p.is_dir():
+            raise DatasetError(f"{p}: the conversion's destination {'' if p == dst_dir else 'folder '}is an "
+                               "existing file, not a folder; give --dst a folder (new or holding a dataset)")
+        if not p.exists():
+            break
 
 
 def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | None = None, *,
                     labels: str | os.PathLike | Sequence[str] | None = None,
                     label_order: str = "sorted", val_percent: float = 20, seed: int = 0,
-                    progress: bool = True, warn: bool = True) -> LabelmeConversion:
+                    progress: bool = True, warn: bool = True, min_val: int = 0,
+                    verbose: bool = True) -> LabelmeConversion:
     """Convert the LabelMe folder ``src_dir`` to the PaddleX COCO layout in ``dst_dir``.
 
     ``dst_dir`` defaults to ``src_dir`` (PaddleX's in-place conversion; earlier annotation
     files are kept as ``.bak``). ``labels``: a list of class names or a ``labels.txt`` path;
     by default ``src_dir/labels.txt`` if present, else all labels in ``label_order``
     (``"sorted"`` or ``"stable"`` = first seen, files in name order). ``val_percent`` of the
-    images (class-stratified, seeded) go to val; ``0`` puts everything in train.
+    images (class-stratified, seeded) go to val; ``0`` puts everything in train. A val split
+    that would be empty is an error stating what is missing, unless ``min_val=N`` puts N images
+    there (``data.split.make_split_plan``; said in a printed line and ``summary["forced_val"]``).
+    Polygons, rectangles and circles reaching outside the image are clipped to it; a shape with
+    nothing left inside is skipped with a warning (``summary["clipped_shapes"]``/``["skipped_shapes"]``).
+    With ``verbose``, one line says which earlier files of the destination were kept as ``.bak``
+    and which temporary files of an interrupted run were removed.
     Returns a :class:`LabelmeConversion` (``.datasets["train"|"val"]``, ``.summary``).
     Raises :class:`LabelmeError` naming file and shape index for bad input, before writing.
     """
     from tqdm.auto import tqdm
 
-    from .split import plan_split
+    from .split import forced_val_note, make_split_plan
 
     src_dir = Path(src_dir)
     dst_dir = Path(dst_dir) if dst_dir is not None else src_dir
+    _check_destination(dst_dir)
     if label_order not in ("sorted", "stable"):
         raise ValueError(f"label_order must be 'sorted' or 'stable', got {label_order!r}")
     if not 0 <= float(val_percent) < 100:
@@ -445,8 +555,9 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
     # 1) parse and validate everything; nothing is written before this succeeds
     skipped: list[dict] = []
     ignored: list[dict] = []
+    clipped: list[dict] = []
     allowed = set(class_names) if class_names is not None else None
-    records = [_parse_file(p, allowed, skipped, ignored)
+    records = [_parse_file(p, allowed, skipped, ignored, clipped)
                for p in tqdm(files, desc="reading LabelMe", unit="file", disable=not progress)]
     if class_names is None:
         seen = list(dict.fromkeys(g["label"] for r in records for g in r.instances))
@@ -461,8 +572,11 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
     info = {"info": {"description": f"converted from LabelMe folder {src_dir.name}",
                      "label_source": label_source}}
     full = Dataset(images, categories, instances, image_root=dst_dir, info=info)
-    train_ids, val_ids = plan_split(full, float(val_percent), seed) if val_percent > 0 else \
-        ([im.id for im in images], [])
+    if val_percent > 0:
+        plan = make_split_plan(full, float(val_percent), seed, min_val, where=str(src_dir))
+    else:
+        plan = SplitPlan([im.id for im in images], [])
+    train_ids, val_ids = plan.train_ids, plan.val_ids
     by_image = full.instances_by_image()
     img_by_id = full.image_by_id()
     datasets = {s: Dataset([img_by_id[i] for i in ids], list(categories), [a for i in ids for a in by_image[i]],
@@ -470,7 +584,8 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
                 for s, ids in (("train", train_ids), ("val", val_ids))}  # no copies: each belongs to one split
 
     # 2) images: atomically, never over an input file, never losing a differing file
-    _write_images(records, dst_dir / "images", progress)
+    removed = [p for sub in ("images", "annotations") for p in remove_stale_temp_files(dst_dir / sub)]
+    image_backups = _write_images(records, dst_dir / "images", progress)
 
     # 3) annotation files: both texts complete before either old file is replaced
     # compact JSON (as PaddleX writes it): json's C encoder, ~10x faster than indent=2
@@ -478,6 +593,7 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
                            default=_json_default).encode("utf-8") for s in SPLITS}
     ann_files = {s: dst_dir / "annotations" / ANNOTATION_FILES[s] for s in SPLITS}
     backups = replace_all_with_backup({ann_files[s]: texts[s] for s in SPLITS})  # all or nothing
+    backups += image_backups
     for s in SPLITS:
         datasets[s].source = ann_files[s]
 
@@ -490,10 +606,21 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
         "categories": [c.to_coco() for c in categories], "class_counts": full.class_counts(),
         "crowd_instances": sum(a.iscrowd for a in instances),
         "multi_part_instances": sum(1 for a in instances if len(a.extra["labelme_shapes"]) > 1),
-        "ignored_shapes": len(ignored), "skipped_shapes": skipped,
+        "ignored_shapes": len(ignored), "skipped_shapes": skipped, "clipped_shapes": clipped,
         "splits": {s: split_summary(datasets[s]) for s in SPLITS},
         "annotation_files": {s: str(p) for s, p in ann_files.items()}, "backups": [str(b) for b in backups],
+        "removed_temp_files": [str(p) for p in removed],
+        "forced_val": [img_by_id[i].file_name for i in plan.forced_val_ids],
     }
+    if verbose:
+        if backups:
+            print(f"{dst_dir} already held a dataset: replaced {len(backups)} file(s), the old ones kept as "
+                  + ", ".join(str(b.relative_to(dst_dir)) for b in backups))
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) of an interrupted run: "
+                  + ", ".join(str(p.relative_to(dst_dir)) for p in removed))
+    if plan.forced_val_ids:
+        print(forced_val_note(full, plan, min_val))
     if skipped and warn:
         lines = [f"  {x['file']}: shape {x['shape_index']} ({x['label']!r}, {x['shape_type']}): {x['reason']}"
                  for x in skipped]

@@ -1,5 +1,6 @@
 """What ``predict`` accepts, for every model family: a path, a folder, a list of them, a numpy
-RGB array or a PIL image."""
+RGB array or a PIL image. Every one becomes RGB uint8 the same way (``data.dataset.read_image_rgb``
+for files: 16-bit and float images are scaled by their own range, never clipped to white)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.dataset import read_image_rgb
+from ..data.dataset import array_to_uint8, image_to_rgb8, read_image_rgb
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -46,11 +47,15 @@ def load_input(x: Any) -> tuple[np.ndarray, str | None]:
             x = np.stack([x] * 3, -1)
         if x.ndim != 3 or x.shape[2] not in (3, 4):
             raise ValueError(f"an image array must be (H, W, 3) RGB, got shape {x.shape}")
-        return np.ascontiguousarray(x[:, :, :3]).astype(np.uint8, copy=False), None
+        x = x[:, :, :3]
+        if np.issubdtype(x.dtype, np.integer) and x.size and x.min() >= 0 and x.max() <= 255:
+            return np.ascontiguousarray(x).astype(np.uint8, copy=False), None  # 8-bit values in any int type
+        # 16-bit, 32-bit and float arrays: scaled by their own range, as 16-bit/float files are
+        return np.ascontiguousarray(array_to_uint8(x)[0]), None
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover
         Image = None
     if Image is not None and isinstance(x, Image.Image):
-        return np.asarray(x.convert("RGB")), getattr(x, "filename", None) or None
+        return image_to_rgb8(x)[0], getattr(x, "filename", None) or None
     raise TypeError(f"cannot predict on a {type(x).__name__}: give a path, folder, numpy array or PIL image")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..engine.errors import DatasetError
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 IOU_TYPES = ("bbox", "segm")
@@ -27,13 +28,17 @@ def load_detections(predictions: Any, dataset: Dataset | None = None) -> list[di
     """COCO result dicts from: a results JSON path, a list of dicts, or ``Result`` objects.
 
     A ``Result`` knows its input file, not a COCO image id: with ``dataset`` given, each one is
-    matched to the dataset image with the same path (or, failing that, the same file name)."""
+    matched to the dataset image with the same path (or, failing that, the same file name).
+    With ``dataset`` given, a detection whose ``image_id`` the dataset does not have is a
+    :class:`DatasetError` naming the ids and the file (pycocotools would only assert)."""
     if isinstance(predictions, (str, os.PathLike)):
         from ..utils.io import read_json
 
         data = read_json(predictions)
         if not isinstance(data, list):
             raise ValueError(f"{predictions}: a COCO results file is a JSON list of detections")
+        if dataset is not None:
+            check_image_ids(data, dataset, str(predictions))
         return data
     by_path: dict[str, int] = {}
     by_name: dict[str, list[int]] = {}
@@ -62,20 +67,50 @@ def load_detections(predictions: Any, dataset: Dataset | None = None) -> list[di
             out.extend(p.to_coco(image_id))
         else:
             raise TypeError(f"cannot evaluate a prediction of type {type(p).__name__}")
+    if dataset is not None:
+        check_image_ids(out, dataset, "the predictions")
     return out
 
 
+def check_image_ids(dets: list[dict], dataset: Dataset, where: str) -> None:
+    """Every detection names an image of ``dataset``; else a one-line :class:`DatasetError`."""
+    known = {im.id for im in dataset.images}
+    bad: set = set()
+    for k, d in enumerate(dets):
+        if not isinstance(d, dict) or "image_id" not in d:
+            raise DatasetError(f"{where}: detection {k} has no image_id")
+        iid = d["image_id"]
+        if iid not in known:
+            bad.add(iid)
+    if bad:
+        shown = sorted(bad, key=str)
+        listed = ", ".join(map(repr, shown[:10])) + (f" … ({len(shown)} in all)" if len(shown) > 10 else "")
+        ids = sorted(known)
+        have = f"ids {ids[0]}..{ids[-1]}" if ids else "no images"
+        raise DatasetError(f"{where}: detections refer to image id(s) {listed} that are not in the dataset "
+                           f"{dataset.source or dataset.split or ''} ({len(ids)} image(s), {have}); "
+                           f"were the predictions made on another dataset or split?")
+
+
 def _normalise(dets: list[dict], gt: Dataset, iou_type: str) -> list[dict]:
-    """Detections ready for loadRes: RLE counts as str, bbox derived from masks when missing."""
+    """Detections ready for loadRes: RLE counts as str, otherwise as given.
+
+    ``loadRes`` chooses by the *first* detection: with a ``bbox`` it takes the box branch (area =
+    box area, a box polygon where the segmentation is missing), without one the segmentation
+    branch (area = mask area, bbox = ``toBbox(mask)`` where missing). Adding ``bbox`` ourselves
+    would switch a mask-only file to the box branch and give mask detections their box area,
+    moving them between the small/medium/large ranges; so it is added only where pycocotools
+    itself would fail: detections without ``bbox`` in a file whose first detection has one."""
     from pycocotools import mask as mask_utils
 
+    box_branch = bool(dets) and "bbox" in dets[0] and dets[0]["bbox"] != []
     out = []
     for d in dets:
         d = dict(d)
         seg = d.get("segmentation")
         if isinstance(seg, dict) and isinstance(seg.get("counts"), bytes):
             d["segmentation"] = {"size": list(seg["size"]), "counts": seg["counts"].decode("ascii")}
-        if iou_type == "bbox" and "bbox" not in d and seg is not None:
+        if iou_type == "bbox" and box_branch and "bbox" not in d and isinstance(seg, dict):
             r = dict(d["segmentation"])
             r["counts"] = r["counts"].encode("ascii")
             d["bbox"] = [float(v) for v in mask_utils.toBbox(r)]

@@ -2,12 +2,15 @@
 
 Input files are never modified in place. Outputs are written to a temporary file in the
 same directory and renamed over the target, so a crash leaves either the old file or the
-complete new one, never a half-written file.
+complete new one, never a half-written file. A process killed mid-write leaves its temporary
+file (``.<name>.<8 random characters>.tmp``, :data:`TEMP_FILE_RE`); the steps that write into a
+folder remove such leftovers there first (:func:`remove_stale_temp_files`).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,11 +25,35 @@ def _umask() -> int:
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files 0600
 
+# the names _mkstemp gives: "." + target name + "." + tempfile's 8 random characters + ".tmp"
+TEMP_FILE_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` (same file system, so the final rename is atomic)."""
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that an interrupted atomic write left in ``folder`` (not in
+    subfolders): regular files named like :data:`TEMP_FILE_RE`, nothing else. Returns them.
+
+    Call it only on a folder this process is about to write, where no other writer runs."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in sorted(folder.iterdir()):
+        if TEMP_FILE_RE.match(p.name) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -66,9 +93,11 @@ def _json_default(o: Any):
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, read as UTF-8 with or without a byte-order mark (``utf-8-sig``: some
+    Windows tools write one); a syntax error names the file, line and column."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
@@ -95,7 +124,7 @@ def replace_with_backup(path: str | os.PathLike, data: bytes) -> Path | None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     bak = None
     try:
         with os.fdopen(fd, "wb") as f:
