@@ -113,7 +113,7 @@ def create_model(name: str, weights: str | os.PathLike | None = None, device: st
         name, weights=str(weights_path) if weights_path else None, device=resolve_device(device),
         norm=norm or m.get("norm", "GN"), depth=depth or m.get("depth"),
         input_size=int(input_size or m.get("input_size") or 640), classes=classes, meta=meta,
-        d2_overrides=dict(d2_overrides or {}))
+        d2_overrides={**(m.get("d2_overrides") or {}), **(d2_overrides or {})})
 
 
 class Detectron2Model(BaseModel):
@@ -137,10 +137,11 @@ class Detectron2Model(BaseModel):
         return {"norm": self.norm, "depth": self.depth}
 
     @classmethod
-    def from_net(cls, name: str, net, cfg, classes: ClassMap) -> Detectron2Model:
+    def from_net(cls, name: str, net, cfg, classes: ClassMap, d2_overrides: dict | None = None) -> Detectron2Model:
         """A model object over a network being trained (for evaluation during training)."""
         m = cls(name, weights=None, device=str(cfg.MODEL.DEVICE), norm=cfg.WORKBENCH.NORM, depth=cfg.WORKBENCH.DEPTH,
-                input_size=int(cfg.WORKBENCH.INPUT_SIZE), classes=classes, meta=None, d2_overrides={})
+                input_size=int(cfg.WORKBENCH.INPUT_SIZE), classes=classes, meta=None,
+                d2_overrides=dict(d2_overrides or {}))
         m._net, m._cfg = net, cfg
         return m
 
@@ -171,13 +172,19 @@ class Detectron2Model(BaseModel):
         net = build_model(cfg)
         net.eval()
         if self.weights:
-            load_weights(net, self.weights, cfg, same_classes=True)
+            report = load_weights(net, self.weights, cfg, same_classes=True)
+            if self.meta and self.meta.get("model_name") and (report.skipped or report.missing):
+                bad = list(report.skipped.items())[:3] or [(k, "missing from the checkpoint") for k in report.missing[:3]]
+                raise WeightsError(f"{self.weights} does not fit the {self.name} its metadata describes "
+                                   f"({len(report.skipped)} tensors of another shape, {len(report.missing)} missing; "
+                                   + "; ".join(f"{k}: {why}" for k, why in bad) + ")")
         self._cfg, self._net = cfg, net
         return net
 
     def _meta(self) -> dict:
         return {"model_name": self.name, "family": self.family, "norm": self.norm, "depth": self.depth,
-                "input_size": self.input_size, **(self.classes.to_meta() if self.classes else {})}
+                "input_size": self.input_size, "d2_overrides": dict(self.d2_overrides),
+                **(self.classes.to_meta() if self.classes else {})}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the weights with their metadata (classes, norm, depth, input size) to ``path``."""
@@ -210,5 +217,6 @@ class Detectron2Model(BaseModel):
         if self.weights and not (meta and meta.get("class_names")) and self.classes is not None:
             meta = {"unnamed_classes": self.classes.to_meta()}  # classes not known by name: fine-tune freely
         return TrainJob(model_name=self.name, family=self.family, dataset_dir=dataset_dir, output=output,
-                        device=device, args=args, model_config={"norm": o["norm"], "depth": o["depth"]},
+                        device=device, args=args,
+                        model_config={"norm": o["norm"], "depth": o["depth"], "d2_overrides": o["d2_overrides"]},
                         init_weights=self.weights, init_state=None, init_meta=meta)

@@ -308,7 +308,8 @@ class Detectron2Trainer(BaseTrainer):
     def inference_model(self):
         from .model import Detectron2Model
 
-        return Detectron2Model.from_net(self.job.model_name, self.net, self.cfg, self.classes)
+        return Detectron2Model.from_net(self.job.model_name, self.net, self.cfg, self.classes,
+                                        self.args.options.get("d2_overrides"))
 
     def val_losses(self) -> dict:
         return compute_val_loss(self.net, self.cfg, self.val_dicts) if self.val_dicts else {}
