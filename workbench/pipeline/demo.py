@@ -102,8 +102,8 @@ DEMO_CHAIN = (
 # training from scratch reaches a visible result on the 8 demo images in a few minutes.
 DEMO_RECIPE: dict = {
     "model": "MaskRCNN-ResNet50-FPN",
-    "epochs_iters": 500,
-    "gpu_epochs_iters": 2000,
+    "epochs_iters": 800,
+    "gpu_epochs_iters": 3000,
     "batch_size": 1,
     "learning_rate": 1e-3,
     "input_size": 256,
@@ -112,12 +112,15 @@ DEMO_RECIPE: dict = {
         "d2_overrides": {
             "MODEL.FPN.OUT_CHANNELS": 128,
             "MODEL.ROI_MASK_HEAD.CONV_DIM": 128,
+            "MODEL.ROI_MASK_HEAD.NUM_CONV": 2,
             "MODEL.ROI_BOX_HEAD.FC_DIM": 512,
-            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 128,
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 64,
             "MODEL.RPN.POST_NMS_TOPK_TRAIN": 500,
             "MODEL.RPN.POST_NMS_TOPK_TEST": 300,
             "MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32], [64], [128], [256]],
             "TEST.DETECTIONS_PER_IMAGE": 100,
+            "INPUT.RANDOM_FLIP": "none",
+            "SOLVER.LR_SCHEDULER_NAME": "WarmupCosineLR",
         },
     },
     "train_options": {"optimizer": "AdamW", "warmup_steps": 50, "log_interval": 20},
