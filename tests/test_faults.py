@@ -438,3 +438,173 @@ def test_12_bom_prefixed_labelme_coco_and_results_json_are_read(tmp_path):
     from workbench.evaluation.metrics import coco_metrics
 
     assert coco_metrics(val, tmp_path / "r.json", iou_types=("bbox",))["bbox"]["AP"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------ (6) unreadable images, subfolders in predict
+def image_tree(root: Path) -> dict[str, list[str]]:
+    """A folder as a COCO layout with subfolders: readable images (two ``x.png`` in different
+    subfolders), a 0-byte PNG, a truncated PNG, a hidden folder and a file that is no image."""
+    rng = np.random.default_rng(6)
+    good = ["a/deep/y.jpg", "a/x.png", "b/x.png"]
+    for rel in good + [".ipynb_checkpoints/z.png"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / rel)
+    (root / "empty.png").write_bytes(b"")
+    data = (root / "a" / "x.png").read_bytes()
+    (root / "b" / "trunc.png").write_bytes(data[: len(data) // 2])
+    (root / "notes.txt").write_text("not an image")
+    return {"good": good, "failed": ["b/trunc.png", "empty.png"]}
+
+
+FAILED_ERRORS = {
+    "b/trunc.png": "unreadable or corrupt image (image file is truncated)",
+    "empty.png": "empty file (0 bytes)",
+}
+
+
+def predict_argv(name: str, output: Path, inputs: Path, *overrides: str) -> list[str]:
+    """``-c NAME -o Global.mode=predict ...``: the config predict mode."""
+    sets = ["Global.mode=predict", f"Global.output={output}", f"Predict.input={inputs}", *overrides]
+    return ["-c", name] + [a for o in sets for a in ("-o", o)]
+
+
+class _FakeModel:
+    """A ``BaseModel`` without a network: ``infer`` records its batches (the predict loop only)."""
+
+    @staticmethod
+    def make():
+        from workbench.engine.model import BaseModel
+        from workbench.engine.result import Result
+
+        class Fake(BaseModel):
+            family = "fake"
+
+            def build(self):
+                return None
+
+            def infer(self, images, paths, threshold=0.5, mask_threshold=0.5, keep_image=True):
+                self.batches.append(list(paths))
+                return [Result(input_path=p, image_size=im.shape[:2]) for im, p in zip(images, paths)]
+
+            def save(self, path):
+                raise NotImplementedError
+
+            def train_job(self, *a):
+                raise NotImplementedError
+
+        m = Fake("Fake", weights=None, device="cpu", classes=None, input_size=64)
+        m.batches = []
+        return m
+
+
+def test_6_predict_loop_skips_unreadable_files_recursively_in_order(tmp_path, caplog):
+    from workbench.engine.inputs import find_images, output_stems
+
+    root = tmp_path / "images"
+    tree = image_tree(root)
+    assert [p.relative_to(root).as_posix() for p in find_images(root)] == sorted(tree["good"] + tree["failed"])
+    assert [p.name for p in find_images(root, recursive=False)] == ["empty.png"]
+    assert output_stems(["x", "X", "x", "x_2", "image"]) == ["x", "X_3", "x_4", "x_2", "image"]
+
+    m = _FakeModel.make()
+    with caplog.at_level("WARNING", logger="workbench.predict"):
+        preds = m.predict(root, batch_size=2)
+        results = list(preds)
+    assert [Path(r.input_path).relative_to(root).as_posix() for r in results] == tree["good"]
+    assert [r.output_stem for r in results] == ["a/deep/y", "a/x", "b/x"]
+    assert m.batches == [[str(root / "a/deep/y.jpg"), str(root / "a/x.png")], [str(root / "b/x.png")]]
+    assert preds.failed == [{"input": str(root / k), "error": v} for k, v in FAILED_ERRORS.items()]
+    assert preds.num_inputs == 5
+    warned = [r.getMessage() for r in caplog.records if r.name == "workbench.predict"]
+    assert warned == [f"predict: skipped {root / k}: {v}" for k, v in FAILED_ERRORS.items()]
+
+    # a list: files of the same name from different folders get distinct outputs
+    preds = m.predict([root / "a" / "x.png", root / "b" / "x.png", root / "empty.png"])
+    assert [r.output_stem for r in preds] == ["x", "x_2"] and len(preds.failed) == 1
+    written = [f(tmp_path / "o") for r in m.predict(root) for f in (r.save_to_img, r.save_to_json)]
+    assert len(set(written)) == 6 and all(p.is_file() for p in written)
+    assert (tmp_path / "o" / "a" / "deep" / "y_res.png").is_file()
+
+    # not searched into subfolders when asked; an unreadable image given on its own is an error
+    shutil.copytree(root / "a" / "deep", tmp_path / "nested" / "deep")
+    with pytest.raises(FileNotFoundError, match="recursive=False"):
+        list(m.predict(tmp_path / "nested", recursive=False))
+    assert len(list(m.predict(tmp_path / "nested"))) == 1
+    with pytest.raises(ValueError, match="empty.png"):
+        list(m.predict(root / "empty.png"))
+
+
+def test_6_cli_predict_where_no_image_is_readable_fails_in_one_line(tmp_path, monkeypatch):
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "empty.png").write_bytes(b"")
+    monkeypatch.setattr("workbench.models.create_model", lambda *a, **k: _FakeModel.make())
+    rc, _, err = run_cli(predict_argv("Mask-RT-DETR-S", tmp_path / "out", root), monkeypatch)
+    assert rc == 1 and "none of the 1 images could be read" in err and "empty.png: empty file" in err
+    assert "Traceback" not in err
+    res = json.loads((tmp_path / "out" / "predict_result.json").read_text())
+    assert res["done_flag"] is False and res["num_images"] == 0 and res["num_failed"] == 1
+
+
+@pytest.mark.parametrize("family", ["detectron2", "mask_rtdetr"])
+def test_6_predict_run_goes_on_past_unreadable_images(family, tmp_path, monkeypatch, caplog):
+    """Both families, randomly initialised smallest models, through the config predict mode."""
+    from workbench.models import create_model, families, family_info
+
+    name = family_info(families()[family][0]).smoke.get("name") or families()[family][0]
+    smoke = family_info(name).smoke
+    model = create_model(name, device="cpu", class_names=["a", "b"], **smoke["model"])
+    monkeypatch.setattr("workbench.models.create_model", lambda *a, **k: model)
+    root, out = tmp_path / "images", tmp_path / "out"
+    tree = image_tree(root)
+    with caplog.at_level("WARNING", logger="workbench.predict"):
+        rc, _, err = run_cli(predict_argv(name, out, root, "Predict.batch_size=2"), monkeypatch)
+    assert rc == 0, err
+    res = json.loads((out / "predict_result.json").read_text())
+    assert res["done_flag"] is True and res["num_images"] == 3 and res["num_failed"] == 2
+    assert res["failed"] == [{"input": str(root / k), "error": v} for k, v in FAILED_ERRORS.items()]
+    assert [Path(r["input_path"]).relative_to(root).as_posix() for r in res["results"]] == tree["good"]
+    images = [Path(r["image"]).relative_to(out / "predict").as_posix() for r in res["results"]]
+    assert images == ["a/deep/y_res.png", "a/x_res.png", "b/x_res.png"]
+    for r in res["results"]:
+        assert Path(r["image"]).is_file() and json.loads(Path(r["json"]).read_text())["input_path"] == r["input_path"]
+    assert sum("predict: skipped" in r.getMessage() for r in caplog.records) == 2
+
+
+# --------------------------------------- (1) 16-bit images in Detectron2's training mapper
+def test_1_detectron2_training_mapper_reads_16bit_by_its_range(tmp_path):
+    from workbench.models.detectron2.config import build_cfg
+    from workbench.models.detectron2.trainer import ImageMapper, read_image
+
+    a = gradient16()
+    Image.fromarray(a).save(tmp_path / "deep.png")
+    want = expected8(a)[:, :, ::-1]  # BGR, Detectron2's default INPUT.FORMAT
+    poly = [[10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]]
+    d = {"file_name": str(tmp_path / "deep.png"), "image_id": 1, "height": 48, "width": 64,
+         "annotations": [{"bbox": [10.0, 10.0, 20.0, 20.0], "bbox_mode": 1, "category_id": 0,
+                          "segmentation": poly, "iscrowd": 0}]}  # fmt: skip
+    plain = ImageMapper(is_train=True, augmentations=[], image_format="BGR", use_instance_mask=True)
+    out = plain(d)
+    got = out["image"].permute(1, 2, 0).numpy().astype(int)
+    assert got.shape == (48, 64, 3) and np.abs(got - want).max() <= 1
+    assert len(out["instances"]) == 1 and out["instances"].gt_masks.polygons
+
+    # the training loader's mapper (from the config: resize and flip) gets a non-white image too
+    cfg = build_cfg("MaskRCNN-ResNet50-FPN", num_classes=1, depth=18, input_size=96)
+    img = ImageMapper(cfg, True)(d)["image"].float()
+    assert img.shape[1] == 96 and img.mean() < 150 and (img == 255).float().mean() < 0.2
+
+    # channel order follows cfg.INPUT.FORMAT
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    assert read_image(str(tmp_path / "red.png"), "BGR")[0, 0].tolist() == [0, 0, 200]
+    assert read_image(str(tmp_path / "red.png"), "RGB")[0, 0].tolist() == [200, 0, 0]
+
+
+def test_12_result_from_a_bom_prefixed_json(tmp_path):
+    from workbench.engine.result import Result
+
+    r = Result(input_path="x.png", image_size=(4, 5), boxes=[[0, 0, 2, 2]], scores=[0.9], class_names=["cat"])
+    (tmp_path / "r.json").write_text("\ufeff" + json.dumps(r.to_dict()), encoding="utf-8")
+    assert Result.from_json(tmp_path / "r.json").class_names == ["cat"]

@@ -60,6 +60,7 @@ SCHEMA: dict[str, tuple[tuple, tuple | None, Any]] = {
     "Predict.batch_size": ((int,), None, 1),
     "Predict.threshold": (_NUM, None, 0.5),
     "Predict.mask_threshold": (_NUM, None, 0.5),
+    "Predict.recursive": ((bool,), None, True),  # a folder input: its subfolders too
 }
 SECTIONS = ("Global", "CheckDataset", "Train", "Evaluate", "Predict")
 

@@ -1,12 +1,21 @@
 """What ``predict`` accepts, for every model family: a path, a folder, a list of them, a numpy
 RGB array or a PIL image. Every one becomes RGB uint8 the same way (``data.dataset.read_image_rgb``
-for files: 16-bit and float images are scaled by their own range, never clipped to white)."""
+for files: 16-bit and float images are scaled by their own range, never clipped to white).
+
+Folders are searched recursively by default (``find_images``); their images come in a stable
+order, sorted by the path relative to the folder. Each input gets an output stem
+(``output_stems``): a folder's image its path relative to the folder without the extension
+(``a/x`` for ``images/a/x.png``), any other image its file stem (``image`` for arrays); a stem
+already taken (``x.png`` next to ``x.jpg``, or two files of the same name in a list) gets ``_2``,
+``_3`` … in input order, so no two inputs write the same output file.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -20,23 +29,71 @@ def is_folder_input(inputs: Any) -> bool:
     return isinstance(inputs, (str, os.PathLike)) and Path(inputs).is_dir()
 
 
-def expand_inputs(inputs: Any) -> Iterable[Any]:
+def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """The image files (``IMAGE_EXTS``, any case) in ``folder``, and in its subfolders when
+    ``recursive``; hidden files and folders (a name starting with ``.``) are left out and symbolic
+    links to folders are not followed. Sorted by the path relative to ``folder``, part by part."""
+    root = Path(folder)
+    found: list[PurePosixPath] = []
+    for here, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        rel = PurePosixPath(Path(here).relative_to(root).as_posix())
+        found += [rel / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTS]
+    return [root / p for p in sorted(found, key=lambda p: p.parts)]
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    """One image to predict: ``item`` (a path, array or PIL image), ``stem`` (its wanted output
+    stem, before ``output_stems`` makes it unique) and ``skippable`` (a file found in a folder or
+    given in a list, skipped when unreadable; an image given on its own is an error when unreadable)."""
+
+    item: Any
+    stem: str
+    skippable: bool
+
+
+def expand_inputs(inputs: Any, recursive: bool = True) -> Iterable[Any]:
+    """Every image of ``inputs`` (files in folders as ``Path``s, arrays and PIL images as given)."""
+    for x in predict_inputs(inputs, recursive):
+        yield x.item
+
+
+def predict_inputs(inputs: Any, recursive: bool = True, _in_list: bool = False) -> list[PredictInput]:
+    """``inputs`` as a list of ``PredictInput`` (folders expanded, ``find_images``); a missing path
+    or a folder without images is a ``FileNotFoundError`` naming it."""
     if isinstance(inputs, (str, os.PathLike)):
         p = Path(inputs)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+            files = find_images(p, recursive)
             if not files:
-                raise FileNotFoundError(f"{p}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
-            yield from files
-        elif p.is_file():
-            yield p
-        else:
-            raise FileNotFoundError(f"{p}: no such image file or folder")
-    elif isinstance(inputs, (list, tuple)):
-        for x in inputs:
-            yield from expand_inputs(x)
-    else:
-        yield inputs
+                where = "this folder or its subfolders" if recursive else "this folder (recursive=False)"
+                raise FileNotFoundError(f"{p}: no images ({', '.join(IMAGE_EXTS)}) in {where}")
+            return [PredictInput(f, f.relative_to(p).with_suffix("").as_posix(), True) for f in files]
+        if p.is_file():
+            return [PredictInput(p, p.stem, _in_list)]
+        raise FileNotFoundError(f"{p}: no such image file or folder")
+    if isinstance(inputs, (list, tuple)):
+        return [y for x in inputs for y in predict_inputs(x, recursive, _in_list=True)]
+    name = getattr(inputs, "filename", None)
+    return [PredictInput(inputs, Path(name).stem if isinstance(name, str) and name else "image", False)]
+
+
+def output_stems(stems: Iterable[str]) -> list[str]:
+    """``stems`` made unique (ignoring case, for case-insensitive file systems): a stem already
+    taken gets ``_2``, ``_3`` … (the first free one), in order."""
+    stems = list(stems)
+    taken = {s.lower() for s in stems}
+    seen: set[str] = set()
+    out = []
+    for s in stems:
+        u, n = s, 1
+        while u.lower() in seen or (u != s and u.lower() in taken):
+            n += 1
+            u = f"{s}_{n}"
+        seen.add(u.lower())
+        out.append(u)
+    return out
 
 
 def load_input(x: Any) -> tuple[np.ndarray, str | None]:

@@ -1,7 +1,8 @@
 """The model contract: what ``create_model`` returns for every family.
 
-``BaseModel`` gives every family the same ``predict`` (any input: path, folder, list, array, PIL
-image; a progress bar on folders), ``evaluate`` (a dataset split -> ``evaluate_result.json``),
+``BaseModel`` gives every family the same ``predict`` (any input: path, folder — searched
+recursively —, list, array, PIL image; a progress bar on folders; unreadable files of a folder or a
+list skipped and listed in ``Predictions.failed``), ``evaluate`` (a dataset split -> ``evaluate_result.json``),
 ``train`` (family defaults + the caller's arguments -> ``TrainArgs``, the launcher, the family's
 trainer, then the best weights reloaded) and class checks. A family implements:
 
@@ -32,11 +33,48 @@ from .errors import NotAvailableError, WeightsError
 from .train_args import TrainArgs, TrainJob
 
 logger = logging.getLogger("workbench.model")
+predict_logger = logging.getLogger("workbench.predict")
 
 
 def keep_scores(scores, threshold: float):
     """The one threshold rule of every inference path: a detection is kept when ``score >= threshold``."""
     return scores >= threshold
+
+
+class Predictions(Iterator):
+    """What ``BaseModel.predict`` returns: an iterator of ``Result``s, one per readable image, in
+    input order; the work starts on the first ``next``.
+
+    ``failed``: the image files that could not be read and were skipped, in input order, each
+    ``{"input": path, "error": what is wrong}`` (also logged as one warning line on the
+    ``workbench.predict`` logger); complete once the iteration is exhausted. ``num_inputs``: the
+    number of images found (set on the first ``next``)."""
+
+    def __init__(self, start):
+        self.failed: list[dict] = []
+        self.num_inputs: int | None = None
+        self._it = start(self)
+
+    def __iter__(self) -> Predictions:
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+    def close(self) -> None:
+        self._it.close()
+
+    def skip(self, item, error: BaseException) -> None:
+        """Record an unreadable input and warn about it in one line."""
+        path = str(item)
+        try:
+            empty = Path(path).stat().st_size == 0
+        except OSError:
+            empty = False
+        what = "empty file (0 bytes)" if empty else str(error).removeprefix(f"{path}: ")
+        what = " ".join(what.split())  # one line
+        self.failed.append({"input": path, "error": what})
+        predict_logger.warning("predict: skipped %s: %s", path, what)
 
 
 class BaseModel(ABC):
@@ -129,24 +167,55 @@ class BaseModel(ABC):
         threshold: float = 0.5,
         mask_threshold: float = 0.5,
         progress: bool | None = None,
-    ) -> Iterator:
-        """Yield one ``Result`` per image. ``inputs``: an image path, a folder, a list of those, an RGB
-        ``numpy`` array (H, W, 3 uint8), a PIL image or a list mixing them. Detections with
-        ``score >= threshold`` are kept; masks keep their soft probabilities (``Result.filter``)."""
+        recursive: bool = True,
+    ) -> Predictions:
+        """One ``Result`` per image, as an iterator (``Predictions``). ``inputs``: an image path, a
+        folder (its subfolders too unless ``recursive=False``; images sorted by their path in the
+        folder), a list of those, an RGB ``numpy`` array (H, W, 3 uint8), a PIL image or a list mixing
+        them. Detections with ``score >= threshold`` are kept; masks keep their soft probabilities
+        (``Result.filter``).
+
+        An image file of a folder or a list that cannot be read (0 bytes, truncated, not an image)
+        is skipped with a one-line warning naming it and what is wrong, and listed in the returned
+        object's ``failed`` (``[{"input": path, "error": what}]``, complete once the iteration is
+        exhausted); an unreadable image given on its own is an error (``ValueError`` naming it).
+        Each ``Result`` has an ``output_stem`` unique among the inputs (``engine.inputs``: ``a/x``
+        for ``<folder>/a/x.png``), which ``save_to_img``/``save_to_json`` use for a folder target,
+        so images of the same name in different subfolders never overwrite each other's outputs.
+        """
+        return Predictions(
+            lambda run: self._predict(run, inputs, batch_size, threshold, mask_threshold, progress, recursive)
+        )
+
+    def _predict(self, run, inputs, batch_size, threshold, mask_threshold, progress, recursive) -> Iterator:
         from tqdm.auto import tqdm
 
-        from .inputs import expand_inputs, is_folder_input, load_input
+        from .inputs import is_folder_input, load_input, output_stems, predict_inputs
 
-        items = list(expand_inputs(inputs))
+        items = predict_inputs(inputs, recursive)
+        stems = output_stems(x.stem for x in items)
+        run.num_inputs = len(items)
         self.build()
         show = progress if progress is not None else (len(items) > 1 and is_folder_input(inputs))
         bs = max(1, int(batch_size))
+        batch: list[tuple] = []
         with tqdm(total=len(items), desc=f"predict {self.name}", unit="img", disable=not show) as bar:
-            for i in range(0, len(items), bs):
-                images, paths = zip(*[load_input(x) for x in items[i : i + bs]])
-                for r in self.infer(list(images), list(paths), threshold=threshold, mask_threshold=mask_threshold):
+            for k, (x, stem) in enumerate(zip(items, stems)):
+                try:
+                    batch.append((*load_input(x.item), stem))
+                except (ValueError, OSError) as e:
+                    if not x.skippable:
+                        raise
+                    run.skip(x.item, e)
                     bar.update(1)
-                    yield r
+                if batch and (len(batch) == bs or k == len(items) - 1):
+                    images, paths, names = zip(*batch)
+                    batch = []
+                    results = self.infer(list(images), list(paths), threshold=threshold, mask_threshold=mask_threshold)
+                    for r, name in zip(results, names):
+                        r.output_stem = name
+                        bar.update(1)
+                        yield r
 
     def evaluate(
         self,

@@ -60,6 +60,7 @@ class Result:
         image: np.ndarray | None = None,
         model_name: str | None = None,
         page_index: int | None = None,
+        output_stem: str | None = None,
     ):
         self.input_path = str(input_path) if input_path is not None else None
         self.image_size = (int(image_size[0]), int(image_size[1]))  # (height, width)
@@ -76,6 +77,7 @@ class Result:
         self.image = image
         self.model_name = model_name
         self.page_index = page_index
+        self.output_stem = output_stem  # set by predict: unique among its inputs (``a/x`` for <folder>/a/x.png)
         if self._masks is None and self._rles is None and self.mask_probs is not None:
             self._masks = self.mask_probs >= self._prob_cut(self.mask_threshold)
         for name, arr in (("scores", self.scores), ("class_ids", self.class_ids), ("class_names", self.class_names)):
@@ -142,6 +144,7 @@ class Result:
             image=self.image,
             model_name=self.model_name,
             page_index=self.page_index,
+            output_stem=self.output_stem,
         )
         if self._masks is not None:
             kw["masks"] = self._masks[idx]
@@ -238,7 +241,7 @@ class Result:
             print({"res": d})
 
     def save_to_json(self, save_path: str | os.PathLike) -> Path:
-        """Write the JSON (RLE masks). A folder gets ``<input stem>_res.json``."""
+        """Write the JSON (RLE masks). A folder gets ``<output stem>_res.json`` (``_target``)."""
         from ..utils.io import atomic_write_json
 
         path = self._target(save_path, ".json")
@@ -249,7 +252,7 @@ class Result:
     def from_json(cls, path_or_dict: str | os.PathLike | dict) -> Result:
         d = path_or_dict
         if not isinstance(d, dict):
-            d = json.loads(Path(path_or_dict).read_text())
+            d = json.loads(Path(path_or_dict).read_text(encoding="utf-8-sig"))  # a BOM is fine
         d = d.get("res", d)
         boxes = d.get("boxes", [])
         has_masks = bool(boxes) and all("mask" in b for b in boxes)
@@ -311,7 +314,7 @@ class Result:
         )
 
     def save_to_img(self, save_path: str | os.PathLike, **kwargs) -> Path:
-        """Overlay PNG/JPG; a folder gets ``<input stem>_res.png``."""
+        """Overlay PNG/JPG; a folder gets ``<output stem>_res.png`` (``_target``)."""
         from ..viz import save_image
 
         path = self._target(save_path, ".png")
@@ -319,10 +322,14 @@ class Result:
         return path
 
     def _target(self, save_path: str | os.PathLike, ext: str) -> Path:
+        """``save_path`` itself when it names a file of the kind, else ``<save_path>/<stem>_res<ext>``:
+        ``stem`` is ``output_stem`` (set by ``predict``, unique among its inputs, with the subfolder
+        of a folder's image: ``a/x`` for ``<folder>/a/x.png`` -> ``<save_path>/a/x_res.png``), else the
+        input file's stem (``image`` for an array)."""
         p = Path(save_path)
         if p.suffix.lower() in ((".json",) if ext == ".json" else (".png", ".jpg", ".jpeg", ".bmp")):
             return p
-        stem = Path(self.input_path).stem if self.input_path else "image"
+        stem = self.output_stem or (Path(self.input_path).stem if self.input_path else "image")
         if self.page_index is not None:
             stem = f"{stem}_{self.page_index}"
         return p / f"{stem}_res{ext}"

@@ -3,9 +3,10 @@
 Defaults, PaddleX-style: evaluate reads ``Evaluate.weight_path``, else the run directory's best
 weights (``<output>/best_model/model.pth``, else ``model_final.pth``) and writes
 ``<output>/evaluate_result.json``; predict reads ``Predict.model_dir``, else ``<output>/best_model``,
-and writes an overlay image and a JSON per input image into ``<output>/predict/`` and
-``<output>/predict_result.json``; export writes ``<output>/inference/model.onnx`` and
-``<output>/export_result.json``.
+and writes an overlay image and a JSON per input image into ``<output>/predict/`` (a folder's
+subfolders too, ``Predict.recursive``, mirrored: ``a/x_res.png`` for ``<input>/a/x.png``) and
+``<output>/predict_result.json`` (unreadable images skipped, listed in its ``failed``); export
+writes ``<output>/inference/model.onnx`` and ``<output>/export_result.json``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..engine.errors import ConfigError
+from ..engine.errors import ConfigError, DatasetError
 from ..engine.launcher import resolve_device
 from ..engine.run_dir import RunDir
 from ..utils.io import atomic_write_json
@@ -107,23 +108,36 @@ def run_predict(cfg: dict) -> dict:
     out_dir = output / "predict"
     t0 = time.perf_counter()
     items = []
-    for r in model.predict(
-        p["input"], batch_size=p["batch_size"], threshold=p["threshold"], mask_threshold=p["mask_threshold"]
-    ):
+    preds = model.predict(
+        p["input"],
+        batch_size=p["batch_size"],
+        threshold=p["threshold"],
+        mask_threshold=p["mask_threshold"],
+        recursive=p.get("recursive", True),
+    )
+    for r in preds:  # outputs by r.output_stem: <output>/predict/a/x_res.png for <input>/a/x.png
         img = r.save_to_img(out_dir)
         js = r.save_to_json(out_dir)
         items.append({"input_path": r.input_path, "instances": len(r), "image": str(img), "json": str(js)})
     res = {
-        "done_flag": True,
+        "done_flag": bool(items) or not preds.failed,
         "model_name": g["model"],
         "model_dir": model_dir,
         "input": p["input"],
         "output_dir": str(out_dir),
         "num_images": len(items),
         "results": items,
+        "num_failed": len(preds.failed),
+        "failed": preds.failed,  # unreadable images, skipped: [{"input": path, "error": what}]
         "wall_time_s": round(time.perf_counter() - t0, 2),
     }
     atomic_write_json(output / "predict_result.json", res)
+    if preds.failed and not items:
+        f = preds.failed[0]
+        raise DatasetError(
+            f"{p['input']}: none of the {len(preds.failed)} images could be read ({f['input']}: {f['error']}"
+            f"{' …' if len(preds.failed) > 1 else ''}); see {output / 'predict_result.json'}"
+        )
     return res
 
 

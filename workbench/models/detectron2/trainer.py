@@ -1,7 +1,8 @@
 """Training a Detectron2 model: Detectron2's own loop and hooks behind ``engine.BaseTrainer``.
 
 Detectron2's ``SimpleTrainer``/``AMPTrainer`` run the steps with its model builder, optimizer,
-LR scheduler, train data loader (from our ``DatasetCatalog`` registration), ``DetectionCheckpointer``
+LR scheduler, train data loader (from our ``DatasetCatalog`` registration; its ``DatasetMapper``
+reads images with the project's reader, ``ImageMapper``), ``DetectionCheckpointer``
 and the ``IterationTimer``/``LRScheduler`` hooks. ``_EngineHook`` hands every finished iteration to
 the shared trainer (metrics record, progress bar, evaluation, best model, early stopping,
 checkpoints) and carries its state in every checkpoint, so a resumed run keeps its best. What is
@@ -30,6 +31,7 @@ import_detectron2()
 
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.data import DatasetMapper  # noqa: E402
 from detectron2.engine import AMPTrainer, SimpleTrainer, hooks  # noqa: E402
 from detectron2.engine.train_loop import HookBase  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
@@ -80,6 +82,54 @@ def load_weights(net, path: str | Path, cfg, *, same_classes: bool, log: logging
     class-specific layers re-initialised unless ``same_classes``; the report is logged."""
     return load_matching(net, read_state_dict(net, path), class_specific(cfg), same_classes=same_classes,
                          ignore=IGNORED, source=str(path), log=log or logger)
+
+
+def read_image(file_name: str, image_format: str | None):
+    """An image file for a Detectron2 model: the project's one reader (``data.dataset.read_image_rgb``:
+    EXIF-oriented RGB uint8, 16-bit/float images scaled by their own range) in ``cfg.INPUT.FORMAT``
+    (``BGR`` by Detectron2's default; ``RGB``; any other PIL mode, or ``YUV-BT.601``, converted the way
+    Detectron2's own ``read_image`` converts)."""
+    import numpy as np
+    from detectron2.data.detection_utils import convert_PIL_to_numpy
+    from PIL import Image
+
+    from ...data.dataset import read_image_rgb
+
+    rgb = read_image_rgb(file_name)
+    if image_format in (None, "RGB"):
+        return rgb
+    if image_format == "BGR":
+        return np.ascontiguousarray(rgb[:, :, ::-1])
+    return convert_PIL_to_numpy(Image.fromarray(rgb), image_format)
+
+
+class ImageMapper(DatasetMapper):
+    """Detectron2's ``DatasetMapper`` (augmentations, annotations, instance masks) reading each
+    image with ``read_image`` instead of Detectron2's reader (which clips 16-bit images to white)."""
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        import numpy as np
+        from detectron2.data import detection_utils as utils
+        from detectron2.data import transforms as T
+
+        if "sem_seg_file_name" in dataset_dict:  # pragma: no cover - not an instance-segmentation input
+            raise ValueError(f"{dataset_dict['file_name']}: semantic segmentation inputs are not supported")
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = read_image(dataset_dict["file_name"], self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        image_shape = image.shape[:2]
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if self.proposal_topk is not None:
+            utils.transform_proposals(dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk)
+        if not self.is_train:
+            dataset_dict.pop("annotations", None)
+            return dataset_dict
+        if "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image_shape)
+        return dataset_dict
 
 
 class _LoopMixin:
@@ -158,9 +208,8 @@ class _EngineHook(HookBase):
 def compute_val_loss(net, cfg, dicts: list[dict]) -> dict[str, float]:
     """Mean training losses on ``dicts`` (no augmentation, no gradients, BatchNorm statistics frozen)."""
     import detectron2.data.transforms as T
-    from detectron2.data import DatasetMapper
 
-    mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST,
+    mapper = ImageMapper(is_train=True, augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST,
                                                                                 cfg.INPUT.MAX_SIZE_TEST)],
                            image_format=cfg.INPUT.FORMAT, use_instance_mask=True,
                            instance_mask_format=cfg.INPUT.MASK_FORMAT, recompute_boxes=False)
@@ -268,7 +317,8 @@ class Detectron2Trainer(BaseTrainer):
             model = DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
         self.optimizer = _build_optimizer(cfg, net, o.get("optimizer") or "SGD")
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
-        self.d2_loop = (_AmpLoop if a.amp else _Loop)(model, build_detection_train_loader(cfg), self.optimizer)
+        loader = build_detection_train_loader(cfg, mapper=ImageMapper(cfg, True))
+        self.d2_loop = (_AmpLoop if a.amp else _Loop)(model, loader, self.optimizer)
         self.d2_loop.register_hooks([hooks.IterationTimer(), _EngineHook(self),
                                      hooks.LRScheduler(self.optimizer, self.scheduler)])
         self.val_dicts = to_detectron2_dicts(self.val_ds, self.classes) if self.val_ds is not None else None
