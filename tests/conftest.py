@@ -33,3 +33,27 @@ def demo_labelme_dir(tmp_path):
     dst = tmp_path / "demo_labelme"
     shutil.copytree(DEMO_LABELME, dst)
     return dst
+
+
+def trainer_up_to_init(model, dataset, out, train: dict):
+    """The family's trainer of ``model`` built up to its initial weights (what a run has before its
+    first step), with ``train`` as the training arguments; returns (trainer, LoadReport)."""
+    import importlib
+
+    from workbench.engine.train_args import TrainArgs
+
+    args = TrainArgs.build(model.default_train_args, model.train_options, {**train, "progress": False})
+    args.input_size = int(args.input_size or model.input_size)
+    job = model.train_job(str(dataset), str(out), "cpu", args)
+    module, _, cls = model.trainer.partition(":")
+    tr = getattr(importlib.import_module(module), cls)(job)
+    tr.run.make()
+    tr.load_data()
+    tr.build()
+    return tr, tr.load_initial_weights()
+
+
+@pytest.fixture
+def trainer_init():
+    """``trainer_up_to_init`` as a fixture."""
+    return trainer_up_to_init

@@ -6,7 +6,6 @@ on a 2-class dataset."""
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
@@ -15,7 +14,6 @@ import torch.nn as nn
 
 from workbench.data.synthetic import make_shapes_dataset
 from workbench.engine.errors import ClassMismatchError
-from workbench.engine.train_args import TrainArgs
 from workbench.engine.weights import load_matching
 from workbench.models import create_model, families, family_info
 
@@ -59,31 +57,18 @@ def checkpoint(request, tmp_path_factory):
     return fam, name, smoke, path, torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def _trainer_after_init(model, dataset, out, smoke):
-    """The family's trainer up to the initial weights (what a run has before its first step)."""
-    args = TrainArgs.build(
-        model.default_train_args,
-        model.train_options,
-        {**smoke["train"], "progress": False, "ignore_class_mismatch": True},
-    )
-    args.input_size = int(args.input_size or model.input_size)
-    job = model.train_job(str(dataset), str(out), "cpu", args)
-    module, _, cls = model.trainer.partition(":")
-    tr = getattr(importlib.import_module(module), cls)(job)
-    tr.run.make()
-    tr.load_data()
-    tr.build()
-    return tr, tr.load_initial_weights()
+def _trainer_after_init(trainer_init, model, dataset, out, smoke):
+    return trainer_init(model, dataset, out, {**smoke["train"], "ignore_class_mismatch": True})
 
 
-def test_finetune_reinitialises_exactly_the_class_specific_layers(checkpoint, dataset, tmp_path):
+def test_finetune_reinitialises_exactly_the_class_specific_layers(trainer_init, checkpoint, dataset, tmp_path):
     fam, name, smoke, path, ck = checkpoint
     model = create_model(name, weights=str(path), device="cpu", **smoke["model"])
     assert model.classes.names == OLD
     with pytest.raises(ClassMismatchError, match="apple"):  # named classes: fine-tuning to others is said
         model.train(dataset, output=tmp_path / "refused", progress=False, **smoke["train"])
 
-    tr, rep = _trainer_after_init(model, dataset, tmp_path / "init", smoke)
+    tr, rep = _trainer_after_init(trainer_init, model, dataset, tmp_path / "init", smoke)
     new = _expected_class_specific(fam, 2)
     old = _expected_class_specific(fam, 3)
     assert set(rep.skipped) == set(rep.class_specific_reinitialised) == set(new)
@@ -114,13 +99,13 @@ def test_finetune_reinitialises_exactly_the_class_specific_layers(checkpoint, da
     assert model.classes.names == ["circle", "square"]
 
 
-def test_same_count_other_classes_still_reinitialises(checkpoint, tmp_path):
+def test_same_count_other_classes_still_reinitialises(trainer_init, checkpoint, tmp_path):
     """Three other classes: every shape fits, the class-specific layers are still re-initialised."""
     fam, name, smoke, path, ck = checkpoint
     ds = tmp_path / "three"
     make_shapes_dataset(ds, num_train=2, num_val=0, size=(96, 96), seed=1, classes=("circle", "square", "triangle"))
     model = create_model(name, weights=str(path), device="cpu", **smoke["model"])
-    tr, rep = _trainer_after_init(model, ds, tmp_path / "init", smoke)
+    tr, rep = _trainer_after_init(trainer_init, model, ds, tmp_path / "init", smoke)
     shapes = _expected_class_specific(fam, 3)
     assert rep.skipped == {
         k: f"checkpoint {s} vs model {s}, class-specific and the classes differ: re-initialised"

@@ -145,20 +145,9 @@ def shapes(tmp_path_factory):
     return d
 
 
-def _init_report(model, dataset, out, train: dict):
-    """The family's trainer up to its initial weights (no ignore_class_mismatch: "coco" needs none)."""
-    import importlib
-
-    from workbench.engine.train_args import TrainArgs
-
-    args = TrainArgs.build(model.default_train_args, model.train_options, {**train, "progress": False})
-    job = model.train_job(str(dataset), str(out), "cpu", args)
-    module, _, cls = model.trainer.partition(":")
-    tr = getattr(importlib.import_module(module), cls)(job)
-    tr.run.make()
-    tr.load_data()
-    tr.build()
-    return tr.load_initial_weights()
+def _init_report(trainer_init, model, dataset, out, train: dict):
+    """The initial-weights report (no ignore_class_mismatch: "coco" needs none)."""
+    return trainer_init(model, dataset, out, train)[1]
 
 
 def _cached() -> list[Path]:
@@ -221,7 +210,7 @@ def test_detectron2_coco_architecture_matches_the_zoo_checkpoint(name):
 
 
 # ---------------------------------------------------------------------------------- end to end
-def test_detectron2_coco_end_to_end(d2_zoo_file, mirror, capsys, caplog, shapes, tmp_path):
+def test_detectron2_coco_end_to_end(trainer_init, d2_zoo_file, mirror, capsys, caplog, shapes, tmp_path):
     caplog.set_level(logging.INFO, logger="workbench")
     m = create_model(D2, weights="coco", device="cpu", input_size=320)
     assert mirror.gets[_path(D2)] == 1 and "download model_final_f10217.pkl" in capsys.readouterr().err
@@ -240,7 +229,7 @@ def test_detectron2_coco_end_to_end(d2_zoo_file, mirror, capsys, caplog, shapes,
 
     # fine-tuning COCO's 80 classes to the dataset's 2: no class check, class-specific layers anew
     # (up to the first step: a random FrozenBN network, as this stand-in for the zoo file is, diverges)
-    rep = _init_report(again, shapes, tmp_path / "ft", {"epochs_iters": 1, "input_size": 96})
+    rep = _init_report(trainer_init, again, shapes, tmp_path / "ft", {"epochs_iters": 1, "input_size": 96})
     shapes_ = {
         "roi_heads.box_predictor.cls_score.weight": ((81, 1024), (3, 1024)),
         "roi_heads.box_predictor.cls_score.bias": ((81,), (3,)),
@@ -259,7 +248,7 @@ def test_detectron2_coco_end_to_end(d2_zoo_file, mirror, capsys, caplog, shapes,
     )
 
 
-def test_mask_rtdetr_coco_end_to_end(mrt_file, mirror, capsys, shapes, tmp_path):
+def test_mask_rtdetr_coco_end_to_end(trainer_init, mrt_file, mirror, capsys, shapes, tmp_path):
     m = create_model(MRT, weights="coco", device="cpu")
     assert mirror.gets[_path(MRT)] == 1 and "download Mask-RT-DETR-S_pretrained.pdparams" in capsys.readouterr().err
     assert m.classes.names == COCO_NAMES and m.classes.category_ids == COCO_CATEGORY_IDS and m.input_size == 640
@@ -268,7 +257,7 @@ def test_mask_rtdetr_coco_end_to_end(mrt_file, mirror, capsys, shapes, tmp_path)
     assert create_model(MRT, weights="coco", device="cpu").weights == m.weights and mirror.gets[_path(MRT)] == 1
 
     # fine-tuning to the dataset's 2 classes, up to the first step (the whole run: test_finetune.py)
-    rep = _init_report(m, shapes, tmp_path / "ft", {"epochs_iters": 1, "input_size": 128, "multi_scale": False})
+    rep = _init_report(trainer_init, m, shapes, tmp_path / "ft", {"epochs_iters": 1, "input_size": 128, "multi_scale": False})
     assert len(rep.loaded) == 643 and not (rep.missing or rep.unexpected)
     assert rep.skipped == {
         "transformer.score_head.weight": "checkpoint (80, 256) vs model (2, 256), class-specific: re-initialised",
