@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.errors import DatasetError
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, file_sha256
 from .dataset import ANNOTATION_FILES, SPLITS, Dataset, ImageInfo, read_image_rgb_info
 
 
@@ -178,7 +178,7 @@ def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Prob
                                     image_id=im.id))
             continue
         if hashes is not None:
-            hashes[im.id] = _file_sha256(path)
+            hashes[im.id] = file_sha256(path)
         if read_info.get("scaled_from") is not None:
             lo, hi = read_info["scaled_from"]
             problems.append(Problem("high_bit_depth_image", json_file,
@@ -249,16 +249,6 @@ def _validate_split(ds: Dataset, split: str, json_file: str, problems: list[Prob
             problems.append(Problem("image_without_instances", json_file, f"{im.file_name} has no annotations",
                                     image_id=im.id, severity="warning"))
     return actual
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _duplicate_problems(datasets: dict[str, Dataset], hashes: dict[str, dict[int, str]],

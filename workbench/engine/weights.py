@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..utils.io import file_sha256
 from .errors import WeightsError
 
 logger = logging.getLogger("workbench.weights")
@@ -115,14 +116,6 @@ def _local_hint(url: str, name: str) -> str:
     )
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sidecar(target: Path) -> Path:
     return target.with_name(target.name + SIDECAR_SUFFIX)
 
@@ -143,10 +136,10 @@ def _cached_problem(target: Path, size: int | None, sha256: str | None) -> str |
     if want_sha is None:
         # a file without a record was written by an older version, which also renamed it into
         # place only when complete: record what it is now, so later hits are checked
-        _write_sidecar(target, None, actual, _file_digest(target))
+        _write_sidecar(target, None, actual, file_sha256(target))
         logger.info("recorded the size and sha256 of the cached weights %s", target)
         return None
-    digest = _file_digest(target)
+    digest = file_sha256(target)
     if digest != want_sha.lower():
         return f"corrupt (sha256 {digest[:12]}…, {want_sha[:12]}… expected)"
     return None

@@ -8,6 +8,7 @@ folder remove such leftovers there first (:func:`remove_stale_temp_files`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -90,6 +91,15 @@ def _json_default(o: Any):
     if isinstance(o, bytes):
         return o.decode("ascii")
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_json(path: str | os.PathLike) -> Any:
