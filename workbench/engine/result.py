@@ -4,10 +4,18 @@ One ``Result`` per image: the input path (or ``None`` for an array), the image s
 instance a box (xyxy, pixels), a score, a class id (the *dataset's* category id) and name, and a
 mask. Masks are held in whichever form they came in and converted on access:
 
-* ``masks``: (N, H, W) bool bitmaps;
+* ``masks``: (N, H, W) bool bitmaps (made only when asked for, then kept);
 * ``rles``: COCO compressed RLE dicts (``counts`` as str), what ``save_to_json``/``to_coco`` write;
-* ``mask_probs``: optional (N, H, W) uint8 soft masks (probability x 255) when the model gives
-  them; then ``filter(mask_threshold=...)`` re-binarises without running the model again.
+* soft masks (probability x 255, uint8) when the model gives them: a ``SoftMasks`` that makes one
+  instance's soft mask at a time, cropped to where it is non-zero (the model families keep their
+  low-resolution mask outputs and paste/upsample one instance on demand); then
+  ``filter(mask_threshold=...)`` re-binarises without running the model again. ``mask_probs`` is
+  the dense (N, H, W) uint8 view of them, made on each access.
+
+Memory: nothing here makes an (N, H, W) array unless ``masks`` or ``mask_probs`` is asked for.
+The bitmaps are made one instance at a time from the soft masks and encoded to RLE at once
+(``rle_from_crop``: straight from the crop, no full-size bitmap); ``areas``, ``to_coco``,
+``save_to_json`` read the RLEs and ``save_to_img`` draws instance by instance on box-sized crops.
 
 ``filter`` returns a new ``Result`` (no recomputation). ``save_to_img`` draws translucent masks,
 contours and labels with ``workbench.viz.draw_instances``; ``save_to_json``/``from_json`` round-trip
@@ -35,9 +43,125 @@ def _rle_encode(mask: np.ndarray) -> dict:
 def _rle_decode(rle: dict) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
+    return mask_utils.decode(_rle_bytes(rle)).astype(bool)
+
+
+def _rle_bytes(rle: dict) -> dict:
     counts = rle["counts"]
-    r = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(r).astype(bool)
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def rle_from_crop(y0: int, x0: int, crop: np.ndarray, image_size: Sequence[int]) -> dict:
+    """COCO compressed RLE of an (H, W) mask that is ``crop`` at rows ``y0:``, columns ``x0:`` and
+    false elsewhere, made from the crop alone (no (H, W) array unless the crop is the whole image).
+    Equal to ``pycocotools.mask.encode`` of the full mask."""
+    from pycocotools import mask as mask_utils
+
+    hh, ww = int(image_size[0]), int(image_size[1])
+    crop = np.asarray(crop, bool)
+    h, w = crop.shape
+    if (h, w) == (hh, ww):
+        return _rle_encode(crop)
+    if y0 < 0 or x0 < 0 or y0 + h > hh or x0 + w > ww:
+        raise ValueError(f"a mask crop {h}x{w} at ({y0}, {x0}) does not fit an image of {hh}x{ww}")
+    # column-major, each column of the crop between a false row above and below: every run of
+    # trues then lies in one column and its start/end map to full-image positions one to one
+    padded = np.zeros((w, h + 2), np.int8)
+    padded[:, 1:-1] = crop.T
+    step = np.diff(padded.ravel())
+    starts, ends = np.flatnonzero(step == 1) + 1, np.flatnonzero(step == -1) + 1
+
+    def full(q: np.ndarray) -> np.ndarray:
+        col, row = np.divmod(q, h + 2)
+        return (x0 + col).astype(np.int64) * hh + y0 + row - 1
+
+    s, e = full(starts), full(ends)
+    if len(s) > 1:  # a run that ends at a column's last row and one that starts the next column's
+        join = np.flatnonzero(e[:-1] == s[1:])
+        s, e = np.delete(s, join + 1), np.delete(e, join)
+    bounds = np.concatenate([[0], np.stack([s, e], 1).ravel(), [hh * ww]])
+    counts = np.diff(bounds)
+    if len(counts) > 1 and counts[-1] == 0:  # ends on a run of trues: no trailing empty count (as pycocotools)
+        counts = counts[:-1]
+    rle = mask_utils.frPyObjects({"size": [hh, ww], "counts": [int(c) for c in counts]}, hh, ww)
+    return {"size": [hh, ww], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_crop(rle: dict) -> tuple[int, int, np.ndarray]:
+    """``(y0, x0, crop)``: an RLE's mask cut to its bounding box (an empty mask: a 0x0 crop)."""
+    from pycocotools import mask as mask_utils
+
+    r = _rle_bytes(rle)
+    x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(r))
+    full = mask_utils.decode(r)
+    return y, x, np.ascontiguousarray(full[y:y + h, x:x + w]).astype(bool)
+
+
+def tight_crop(mask: np.ndarray, y0: int = 0, x0: int = 0) -> tuple[int, int, np.ndarray]:
+    """``(y0, x0, crop)`` of a 2-D array cut to its non-zero bounding box (all zero: 0x0)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return y0, x0, mask[:0, :0]
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return y0 + int(r0), x0 + int(c0), mask[r0:r1, c0:c1]
+
+
+class SoftMasks:
+    """One image's soft masks (probability x 255 as uint8), made one instance at a time.
+
+    ``crop(i)`` returns ``(y0, x0, crop)``: instance ``i``'s soft mask is ``crop`` at rows ``y0:``,
+    columns ``x0:`` and 0 elsewhere. Subclasses hold whatever makes that cheaply (the model's
+    low-resolution masks); this base holds the crops themselves (``from_dense``)."""
+
+    def __init__(self, image_size: Sequence[int], crops: Sequence[tuple[int, int, np.ndarray]] = ()):
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self._crops = [(int(y), int(x), np.asarray(c, np.uint8)) for y, x, c in crops]
+
+    @classmethod
+    def from_dense(cls, probs: np.ndarray) -> SoftMasks:
+        """From an (N, H, W) uint8 array, each instance cut to where it is non-zero (lossless)."""
+        probs = np.asarray(probs, np.uint8)
+        if probs.ndim != 3:
+            raise ValueError(f"mask_probs must be (N, H, W), got shape {probs.shape}")
+        return cls(probs.shape[1:], [(y, x, c.copy()) for y, x, c in (tight_crop(p) for p in probs)])
+
+    def __len__(self) -> int:
+        return len(self._crops)
+
+    def crop(self, i: int) -> tuple[int, int, np.ndarray]:
+        return self._crops[i]
+
+    def take(self, idx: Sequence[int]) -> SoftMasks:
+        """The instances ``idx`` (shares the crops)."""
+        return SoftMasks(self.image_size, [self._crops[int(i)] for i in idx])
+
+    def binary_crop(self, i: int, cut: float) -> tuple[int, int, np.ndarray]:
+        y0, x0, c = self.crop(i)
+        return y0, x0, c >= cut
+
+    def rle(self, i: int, cut: float) -> dict:
+        return rle_from_crop(*self.binary_crop(i, cut), self.image_size)
+
+    def dense(self) -> np.ndarray:
+        """(N, H, W) uint8."""
+        out = np.zeros((len(self), *self.image_size), np.uint8)
+        for i in range(len(self)):
+            y0, x0, c = self.crop(i)
+            out[i, y0:y0 + c.shape[0], x0:x0 + c.shape[1]] = c
+        return out
+
+
+class _MaskCrops(Sequence):
+    """A Result's binary masks as ``(y0, x0, crop)``, made when indexed (for ``draw_instances``)."""
+
+    def __init__(self, result: Result):
+        self.result = result
+
+    def __len__(self) -> int:
+        return len(self.result)
+
+    def __getitem__(self, i):
+        return self.result.mask_crop(i)
 
 
 class Result:
@@ -70,20 +194,20 @@ class Result:
         self.class_ids = np.asarray(class_ids if class_ids is not None else np.zeros(n), np.int64).reshape(-1)
         self.class_names = list(class_names) if class_names is not None else [str(c) for c in self.class_ids]
         self._masks = None if masks is None else np.asarray(masks).astype(bool, copy=False)
+        self._masks_given = self._masks is not None
         self._rles = None if rles is None else [dict(r) for r in rles]
-        self.mask_probs = None if mask_probs is None else np.asarray(mask_probs, np.uint8)
+        self._soft: SoftMasks | None = None
+        self.mask_probs = mask_probs
         self.mask_threshold = float(mask_threshold)
         self.threshold = float(threshold)
         self.image = image
         self.model_name = model_name
         self.page_index = page_index
         self.output_stem = output_stem  # set by predict: unique among its inputs (``a/x`` for <folder>/a/x.png)
-        if self._masks is None and self._rles is None and self.mask_probs is not None:
-            self._masks = self.mask_probs >= self._prob_cut(self.mask_threshold)
         for name, arr in (("scores", self.scores), ("class_ids", self.class_ids), ("class_names", self.class_names)):
             if len(arr) != n:
                 raise ValueError(f"Result: {name} has {len(arr)} entries but there are {n} boxes")
-        for name, arr in (("masks", self._masks), ("rles", self._rles), ("mask_probs", self.mask_probs)):
+        for name, arr in (("masks", self._masks), ("rles", self._rles), ("mask_probs", self._soft)):
             if arr is not None and len(arr) != n:
                 raise ValueError(f"Result: {name} has {len(arr)} entries but there are {n} boxes")
 
@@ -97,22 +221,60 @@ class Result:
         return len(self.boxes)
 
     @property
+    def soft_masks(self) -> SoftMasks | None:
+        """The soft masks, one instance at a time (``SoftMasks``), or ``None``."""
+        return self._soft
+
+    @property
+    def mask_probs(self) -> np.ndarray | None:
+        """(N, H, W) uint8 soft masks (probability x 255), made on each access; ``None`` without."""
+        return None if self._soft is None else self._soft.dense()
+
+    @mask_probs.setter
+    def mask_probs(self, value) -> None:
+        if value is None or isinstance(value, SoftMasks):
+            self._soft = value
+        else:
+            self._soft = SoftMasks.from_dense(value)
+
+    @property
     def has_masks(self) -> bool:
-        return self._masks is not None or self._rles is not None
+        return self._masks is not None or self._rles is not None or self._soft is not None
+
+    def mask_crop(self, i: int) -> tuple[int, int, np.ndarray]:
+        """Instance ``i``'s bitmap as ``(y0, x0, crop)`` (false outside the crop), without an (H, W) array
+        where the masks are held as soft masks or RLE."""
+        if self._masks_given:
+            return tight_crop(self._masks[i])
+        if self._rles is not None:
+            return rle_crop(self._rles[i])
+        if self._soft is not None:
+            return self._soft.binary_crop(i, self._prob_cut(self.mask_threshold))
+        raise ValueError("this Result has no masks")
 
     @property
     def masks(self) -> np.ndarray:
-        """(N, H, W) bool."""
+        """(N, H, W) bool (made from the RLEs or soft masks on first access, then kept)."""
         if self._masks is None:
             h, w = self.image_size
-            self._masks = np.stack([_rle_decode(r) for r in self._rles]) if self._rles else np.zeros((0, h, w), bool)
+            out = np.zeros((len(self) if self.has_masks else 0, h, w), bool)
+            for i in range(len(out)):
+                y0, x0, c = self.mask_crop(i)
+                out[i, y0:y0 + c.shape[0], x0:x0 + c.shape[1]] = c
+            self._masks = out
         return self._masks
 
     @property
     def rles(self) -> list[dict]:
-        """COCO compressed RLE per instance (``counts`` as str)."""
+        """COCO compressed RLE per instance (``counts`` as str), made one instance at a time."""
         if self._rles is None:
-            self._rles = [_rle_encode(m) for m in self.masks] if self._masks is not None else []
+            if self._masks_given:
+                self._rles = [_rle_encode(m) for m in self._masks]
+            elif self._soft is not None:
+                cut = self._prob_cut(self.mask_threshold)
+                self._rles = [self._soft.rle(i, cut) for i in range(len(self))]
+            else:
+                self._rles = []
         return self._rles
 
     @property
@@ -121,11 +283,9 @@ class Result:
 
         if not len(self):
             return np.zeros(0)
-        if self._masks is not None:
+        if self._masks_given:
             return self._masks.reshape(len(self), -1).sum(1).astype(np.float64)
-        return np.array(
-            [mask_utils.area({"size": r["size"], "counts": r["counts"].encode("ascii")}) for r in self.rles], np.float64
-        )
+        return np.array([mask_utils.area(_rle_bytes(r)) for r in self.rles], np.float64)
 
     # ------------------------------------------------------------------ derived results
     def _select(self, keep: np.ndarray, **changes) -> Result:
@@ -138,7 +298,7 @@ class Result:
             scores=self.scores[idx],
             class_ids=self.class_ids[idx],
             class_names=[self.class_names[i] for i in idx],
-            mask_probs=None if self.mask_probs is None else self.mask_probs[idx],
+            mask_probs=None if self._soft is None else self._soft.take(idx),
             mask_threshold=self.mask_threshold,
             threshold=self.threshold,
             image=self.image,
@@ -146,10 +306,10 @@ class Result:
             page_index=self.page_index,
             output_stem=self.output_stem,
         )
-        if self._masks is not None:
-            kw["masks"] = self._masks[idx]
-        elif self._rles is not None:
+        if self._rles is not None:
             kw["rles"] = [self._rles[i] for i in idx]
+        elif self._masks is not None and (self._masks_given or self._soft is None):
+            kw["masks"] = self._masks[idx]
         kw.update(changes)
         return Result(**kw)
 
@@ -177,19 +337,17 @@ class Result:
         if threshold is not None:
             changes["threshold"] = max(float(threshold), self.threshold)
         if mask_threshold is not None and abs(mask_threshold - self.mask_threshold) > 1e-9:
-            if self.mask_probs is None:
+            if self._soft is None:
                 raise ValueError(
                     f"this Result has no soft masks (mask_probs); its masks were thresholded at "
                     f"{self.mask_threshold} and cannot be re-thresholded at {mask_threshold}"
                 )
-            idx = np.nonzero(keep)[0]
-            changes["masks"] = self.mask_probs[idx] >= self._prob_cut(mask_threshold)
-            changes["rles"] = None
             changes["mask_threshold"] = float(mask_threshold)
-        out = self._select(keep, **{k: v for k, v in changes.items() if k != "rles"})
-        if "masks" in changes:
-            out._rles = None
-        return out
+            out = self._select(keep, **changes)
+            out._rles = out._masks = None  # made from the soft masks at the new threshold
+            out._masks_given = False
+            return out
+        return self._select(keep, **changes)
 
     def __getitem__(self, item) -> Result:
         keep = np.zeros(len(self), bool)
@@ -303,7 +461,7 @@ class Result:
 
         return draw_instances(
             self._load_image(),
-            masks=self.masks if self.has_masks else None,
+            masks=_MaskCrops(self) if self.has_masks else None,
             boxes=self.boxes,
             class_ids=self.class_ids,
             labels=self.class_names,

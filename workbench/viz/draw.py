@@ -18,15 +18,30 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def _crop(mask) -> tuple[int, int, np.ndarray]:
+    """One instance's mask as ``(y0, x0, bool crop)``: from a ``(y0, x0, crop)`` tuple, a COCO RLE
+    dict or an (H, W) array (cut to its bounding box)."""
+    from ..engine.result import rle_crop, tight_crop
+
+    if isinstance(mask, tuple):
+        y0, x0, c = mask
+        return int(y0), int(x0), np.asarray(c).astype(bool, copy=False)
+    if isinstance(mask, dict):
+        return rle_crop(mask)
+    return tight_crop(np.asarray(mask).astype(bool, copy=False))
+
+
 # complexity: one independent branch per drawing option
-def draw_instances(image: np.ndarray, masks: np.ndarray | None = None, boxes: np.ndarray | None = None,  # noqa: C901
+def draw_instances(image: np.ndarray, masks=None, boxes: np.ndarray | None = None,  # noqa: C901
                    class_ids: Sequence[int] | None = None, labels: Sequence[str] | None = None,
                    scores: Sequence[float] | None = None, alpha: float = 0.45, show_masks: bool = True,
                    show_boxes: bool = True, show_labels: bool = True, contour: bool = True) -> np.ndarray:
     """Return a copy of ``image`` (RGB uint8) with instances drawn on it.
 
-    masks: (N, H, W) bool; boxes: (N, 4) xyxy in pixels; class_ids pick the colours; labels are the
-    text shown (with the score when given).
+    masks: (N, H, W) bool, or a sequence of N per-instance masks, each an (H, W) array, a COCO RLE
+    dict or a ``(y0, x0, crop)`` tuple (``Result`` passes those, made one at a time); boxes: (N, 4)
+    xyxy in pixels; class_ids pick the colours; labels are the text shown (with the score when given).
+    Instances are drawn one by one on their crop (memory: the image and one instance's crop).
     """
     import cv2
 
@@ -39,22 +54,28 @@ def draw_instances(image: np.ndarray, masks: np.ndarray | None = None, boxes: np
             n = len(arr)
             break
     class_ids = list(class_ids) if class_ids is not None else [0] * n
-    if show_masks and masks is not None and len(masks):
-        overlay = out.astype(np.float32)
+    need_mask_boxes = masks is not None and (boxes is None or len(boxes) < n)
+    mask_boxes: dict[int, list[int]] = {}
+    contours: list[tuple[int, list]] = []
+    if masks is not None and len(masks) and (show_masks or need_mask_boxes):
         for i in range(n):
-            m = masks[i].astype(bool)
+            y0, x0, m = _crop(masks[i])
             if not m.any():
                 continue
+            if need_mask_boxes:
+                yy, xx = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+                mask_boxes[i] = [x0 + int(xx[0]), y0 + int(yy[0]), x0 + int(xx[-1]) + 1, y0 + int(yy[-1]) + 1]
+            if not show_masks:
+                continue
             color = np.array(class_color(class_ids[i]), np.float32)
-            overlay[m] = overlay[m] * (1 - alpha) + color * alpha
-        out = overlay.clip(0, 255).astype(np.uint8)
-        if contour:
-            for i in range(n):
-                m = masks[i].astype(np.uint8)
-                if not m.any():
-                    continue
-                cs, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-                cv2.drawContours(out, cs, -1, class_color(class_ids[i]), 1, lineType=cv2.LINE_AA)
+            region = out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]]
+            region[m] = (region[m].astype(np.float32) * (1 - alpha) + color * alpha).clip(0, 255).astype(np.uint8)
+            if contour:  # drawn after every fill, as before; the crop padded so borders trace alike
+                cs, _ = cv2.findContours(np.pad(m.astype(np.uint8), 1), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                         offset=(x0 - 1, y0 - 1))
+                contours.append((i, cs))
+        for i, cs in contours:
+            cv2.drawContours(out, cs, -1, class_color(class_ids[i]), 1, lineType=cv2.LINE_AA)
     thick = max(1, int(round(max(out.shape[:2]) / 400)))
     font_scale = max(0.35, max(out.shape[:2]) / 1400)
     for i in range(n):
@@ -62,9 +83,8 @@ def draw_instances(image: np.ndarray, masks: np.ndarray | None = None, boxes: np
         box = None
         if boxes is not None and len(boxes) > i:
             box = [int(round(v)) for v in boxes[i]]
-        elif masks is not None and masks[i].any():
-            ys, xs = np.nonzero(masks[i])
-            box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        elif i in mask_boxes:
+            box = mask_boxes[i]
         if box is None:
             continue
         if show_boxes:

@@ -3,9 +3,12 @@
 The network runs as in Detectron2's ``DefaultPredictor`` (``ResizeShortestEdge`` to the test size,
 ``INPUT.FORMAT`` channel order, ``model.inference``), but the post-processing is ours so that the
 soft mask probabilities are kept: boxes are scaled to the image and clipped as in
-``detector_postprocess``, detections under ``threshold`` are dropped *before* pasting (pasting a
-full-resolution mask is the expensive part), and masks are pasted once as uint8 probabilities
-(``paste_masks_in_image(threshold=-1)``) from which ``Result`` thresholds the bitmaps.
+``detector_postprocess`` and detections under ``threshold`` are dropped. The masks are never
+pasted for all instances at once: ``Result`` gets the 28x28 mask-head probabilities with their
+boxes (``PastedSoftMasks``) and pastes one instance at a time into its box region only, as
+``paste_masks_in_image`` does on CPU (uint8 probabilities, ``threshold=-1``), thresholding and
+encoding each to RLE at once. Memory added by a prediction therefore does not grow with
+resolution x detections (one box-sized crop at a time).
 """
 from __future__ import annotations
 
@@ -13,8 +16,37 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...engine.result import Result
+from ...engine.result import Result, SoftMasks
 from ._compat import import_detectron2
+
+
+class PastedSoftMasks(SoftMasks):
+    """Soft masks of R-CNN detections: the mask head's (N, M, M) probabilities and the (N, 4) xyxy
+    boxes in image pixels, pasted one instance at a time into its box region (Detectron2's
+    ``_do_paste_mask`` with ``skip_empty``: the box +-1 pixel), as uint8 ``p * 255``."""
+
+    def __init__(self, image_size: Sequence[int], probs, boxes):
+        import torch
+
+        super().__init__(image_size)
+        probs = torch.as_tensor(probs, dtype=torch.float32).cpu()
+        self.probs = probs.reshape(len(probs), *probs.shape[-2:])
+        self.boxes = torch.as_tensor(boxes, dtype=torch.float32).cpu().reshape(-1, 4)
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def crop(self, i: int) -> tuple[int, int, np.ndarray]:
+        import torch
+        from detectron2.layers.mask_ops import _do_paste_mask
+
+        h, w = self.image_size
+        m, (ys, xs) = _do_paste_mask(self.probs[i:i + 1, None], self.boxes[i:i + 1], h, w, skip_empty=True)
+        return int(ys.start), int(xs.start), (m[0] * 255).to(dtype=torch.uint8).numpy()
+
+    def take(self, idx) -> PastedSoftMasks:
+        idx = [int(i) for i in idx]
+        return PastedSoftMasks(self.image_size, self.probs[idx], self.boxes[idx])
 
 
 class NetPredictor:
@@ -45,7 +77,6 @@ class NetPredictor:
     def __call__(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None,
                  threshold: float = 0.5, mask_threshold: float = 0.5, keep_image: bool = True) -> list[Result]:
         import torch
-        from detectron2.layers import paste_masks_in_image
         from detectron2.structures import Boxes
 
         paths = list(paths) if paths is not None else [None] * len(images)
@@ -72,7 +103,7 @@ class NetPredictor:
             labels = inst.pred_classes[idx]
             probs = None
             if inst.has("pred_masks"):
-                probs = paste_masks_in_image(inst.pred_masks[idx][:, 0], boxes, (h, w), threshold=-1).numpy()
+                probs = PastedSoftMasks((h, w), inst.pred_masks[idx][:, 0], boxes.tensor)
             lab = labels.numpy()
             results.append(Result(
                 input_path=path, image_size=(h, w), boxes=boxes.tensor.numpy(), scores=scores.numpy(),

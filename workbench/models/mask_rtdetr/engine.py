@@ -16,7 +16,7 @@ import torch.nn as nn
 from .criterion import total_loss
 from .data import make_loader, to_model_input
 from .model import MaskRTDETR, build_mask_rtdetr
-from .postprocess import decode
+from .postprocess import binary_masks, decode
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -187,7 +187,8 @@ def predict_images(model: nn.Module, images: list[np.ndarray], threshold: float 
                    mask_threshold: float = 0.5) -> list[dict]:
     """Run a bare network on RGB uint8 arrays (``postprocess.decode``: ``score >= threshold``). Per
     image: numpy ``boxes`` [N, 4] xyxy pixels, ``scores`` [N], ``labels`` [N] (0-based contiguous
-    class index), ``masks`` [N, H, W] bool. The model facade's ``infer`` is the same path with ``Result``s."""
+    class index), ``masks`` [N, H, W] bool (resized and thresholded one instance at a time). The model
+    facade's ``infer`` is the same path with ``Result``s."""
     model = unwrap(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
@@ -197,10 +198,11 @@ def predict_images(model: nn.Module, images: list[np.ndarray], threshold: float 
         for s in range(0, len(images), batch_size):
             chunk = images[s:s + batch_size]
             out = model(torch.stack([to_model_input(im, size) for im in chunk]).to(device))
-            for d in decode(out, [im.shape[:2] for im in chunk], threshold, num_top_queries):
+            for im, d in zip(chunk, decode(out, [im.shape[:2] for im in chunk], threshold, num_top_queries,
+                                           dense=False)):
                 results.append({"boxes": d["boxes"].cpu().numpy(), "scores": d["scores"].cpu().numpy(),
                                 "labels": d["labels"].cpu().numpy().astype(np.int64),
-                                "masks": (d["mask_probs"] >= mask_threshold).cpu().numpy()})
+                                "masks": binary_masks(d["mask_logits"], im.shape[:2], mask_threshold)})
     finally:
         model.train(was_training)
     return results

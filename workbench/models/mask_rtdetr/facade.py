@@ -190,7 +190,7 @@ class MaskRTDETRModel(BaseModel):
     def infer(self, images: Sequence[np.ndarray], paths: Sequence[str | None], threshold: float = 0.5,
               mask_threshold: float = 0.5, keep_image: bool = True, num_top_queries: int = 100) -> list[Result]:
         from .data import to_model_input
-        from .postprocess import decode
+        from .postprocess import UpsampledSoftMasks, decode
 
         net = self.build()
         dev = next(net.parameters()).device
@@ -203,13 +203,13 @@ class MaskRTDETRModel(BaseModel):
         cids = np.asarray(self.classes.category_ids, np.int64)
         results = []
         for im, path, d in zip(images, paths, decode(out, [im.shape[:2] for im in images], threshold,
-                                                      num_top_queries)):
+                                                      num_top_queries, dense=False)):
             lab = d["labels"].cpu().numpy()
             results.append(Result(
                 input_path=path, image_size=im.shape[:2], boxes=d["boxes"].cpu().numpy(),
                 scores=d["scores"].cpu().numpy(), class_ids=cids[lab] if len(lab) else np.zeros(0, np.int64),
                 class_names=[self.classes.names[j] for j in lab],
-                mask_probs=(d["mask_probs"] * 255).round().to(torch.uint8).cpu().numpy(),
+                mask_probs=UpsampledSoftMasks(im.shape[:2], d["mask_logits"]),  # resized per instance when needed
                 mask_threshold=mask_threshold, threshold=threshold, image=im if keep_image else None,
                 model_name=self.name))
         return results
