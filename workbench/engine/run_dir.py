@@ -13,6 +13,13 @@
       model_NNNNNNN.pth     training-state checkpoints (model, optimizer …) for resume; the newest
       last_checkpoint       is named in this file, at most ``max_to_keep`` are kept
 
+A run directory is self-consistent at every moment: files are written atomically; while a run is
+going, ``train_result.json`` says ``"running"`` with the process (``pid``, ``host``) and a heartbeat
+(``updated_at``, rewritten at every logged step), so a run killed with ``kill -9`` or a power cut
+reads back as ``"killed"`` (``read_train_result``) and is marked so by the next run started in the
+folder. Resuming cuts ``metrics.jsonl`` back to the checkpoint it resumes from
+(``truncate_metrics``: no duplicate records) and deletes checkpoints of the abandoned steps after it.
+
 ``TrainResult`` is the one ``train_result.json`` schema of every model family; ``unit`` says what
 ``epochs_iters``/``max_epochs_iters``/``best_epochs_iters`` count (``"iterations"`` or ``"epochs"``);
 ``iterations`` always counts optimizer steps. ``init_weights`` reports what the initial weights
@@ -27,6 +34,8 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +44,36 @@ from typing import Any
 from ..utils.io import atomic_write_json, atomic_write_text
 
 UNITS = ("iterations", "epochs")
-STATUSES = ("running", "done", "stopped_early", "stopped", "failed")
+STATUSES = ("running", "done", "stopped_early", "stopped", "failed", "killed")
+
+
+def process_alive(pid: int | None, host: str | None) -> bool | None:
+    """Whether process ``pid`` on ``host`` still runs; ``None`` when it cannot be told (another host)."""
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def read_train_result(path: str | os.PathLike) -> dict:
+    """``train_result.json`` as written, except that a ``"running"`` run whose process no longer
+    exists reads as ``"killed"`` (it ended without writing its status: ``kill -9``, out of memory,
+    power cut), with ``error`` saying so."""
+    d = json.loads(Path(path).read_text(encoding="utf-8"))
+    if d.get("status") == "running" and process_alive(d.get("pid"), d.get("host")) is False:
+        d["status"] = "killed"
+        d["done_flag"] = False
+        d["error"] = (
+            f"the training process (pid {d.get('pid')}) ended without finishing after {d.get('iterations', 0)} "
+            f"iterations (killed or crashed); the last heartbeat was {d.get('updated_at')}. Resume it with "
+            "Train.resume=True"
+        )
+    return d
 
 
 @dataclass
@@ -59,6 +97,9 @@ class TrainResult:
     train_args: dict = field(default_factory=dict)
     init_weights: dict | None = None
     error: str | None = None
+    pid: int | None = None  # the process writing the run (rank 0)
+    host: str | None = None
+    updated_at: str | None = None  # heartbeat: local time of this write
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -148,10 +189,16 @@ class RunDir:
     def mark_last(self, path: Path, max_to_keep: int | None = None) -> None:
         """Point ``last_checkpoint`` at ``path`` and delete the oldest beyond ``max_to_keep``."""
         atomic_write_text(self.root / self.LAST_POINTER, path.name)
-        if max_to_keep:
-            for old in self.checkpoints()[: -int(max_to_keep)]:
-                if old != path:
-                    old.unlink(missing_ok=True)
+        self.prune_checkpoints(max_to_keep, keep=path)
+
+    def prune_checkpoints(self, max_to_keep: int | None, keep: Path | None = None) -> list[Path]:
+        """Delete all but the newest ``max_to_keep`` training-state checkpoints (never ``keep``)."""
+        if not max_to_keep:
+            return []
+        gone = [p for p in self.checkpoints()[: -int(max_to_keep)] if p != keep]
+        for p in gone:
+            p.unlink(missing_ok=True)
+        return gone
 
     def paths(self) -> dict:
         last = self.last_checkpoint()
@@ -183,12 +230,47 @@ class RunDir:
 
     # ------------------------------------------------------------------ writing
     def write_result(self, result: TrainResult) -> dict:
+        if result.pid is None:
+            result.pid, result.host = os.getpid(), socket.gethostname()
+        result.updated_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         d = result.to_dict()
         atomic_write_json(self.train_result, d)
         return d
 
     def read_result(self) -> dict:
-        return json.loads(self.train_result.read_text())
+        """``train_result.json`` (``read_train_result``: a run whose process died reads ``"killed"``)."""
+        return read_train_result(self.train_result)
+
+    def truncate_metrics(self, iterations: int, done: int) -> int:
+        """Drop the records logged after the checkpoint a run resumes from (train records past
+        optimizer step ``iterations``, evaluations past unit ``done``); returns how many."""
+        if not self.metrics.is_file():
+            return 0
+        keep, dropped = [], 0
+        for line in self.metrics.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                dropped += 1
+                continue
+            late = (r.get("type") == "eval" and (r.get("epochs_iters") or 0) > done) or (
+                r.get("type") != "eval" and (r.get("iter") or 0) > iterations
+            )
+            if late:
+                dropped += 1
+            else:
+                keep.append(line)
+        if dropped:
+            atomic_write_text(self.metrics, "".join(x + "\n" for x in keep))
+        return dropped
+
+    def drop_checkpoints_after(self, step: int) -> list[Path]:
+        """Delete the training-state checkpoints of steps after ``step`` (a resumed run's abandoned
+        future: it writes them again); returns the deleted paths."""
+        gone = [p for p in self.checkpoints() if int(p.stem[6:]) > int(step)]
+        for p in gone:
+            p.unlink(missing_ok=True)
+        return gone
 
     def write_config(self, text: str, best: bool = False) -> None:
         atomic_write_text((self.best_dir if best else self.root) / self.CONFIG, text)

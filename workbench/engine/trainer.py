@@ -5,13 +5,18 @@ loader (``build``), resumes or loads initial weights, then runs the family's ``l
 back ``log_step`` after every optimizer step and ``end_of_unit`` after every iteration/epoch. The
 base class owns everything else: the run directory and its files, the progress bar, the
 ``metrics.jsonl`` records, evaluation on the val split with the best checkpoint chosen by mask AP,
-early stopping, divergence handling and ``train_result.json``. A family implements:
+early stopping, divergence handling and ``train_result.json`` — with its heartbeat, so a killed run
+is seen as killed — and exact resume: a resumed run cuts ``metrics.jsonl`` and the checkpoints back
+to the one it resumes from, is a no-op on a finished run, and restores every random generator
+(``engine.rng``) saved in the checkpoint, so that with the family's resumable data order it ends
+with the weights of the uninterrupted run. A family implements:
 
 * ``unit``: ``"iterations"`` or ``"epochs"``; ``loggers``: logger names copied into ``train.log``;
 * ``build()``, ``loop()``, ``max_iterations``;
 * ``load_initial_weights()`` (with ``engine.weights.load_matching``, returning its ``LoadReport``,
   which goes to ``train.log`` and ``train_result.json["init_weights"]``),
-  ``save_checkpoint(path, training_state)``, ``resume_from(path)``;
+  ``save_checkpoint(path, training_state)`` (a training-state checkpoint also holds
+  ``engine.rng.capture()``), ``resume_from(path)`` (which sets ``self.resume_rng`` from it);
 * ``inference_model()``: a ``BaseModel`` over the weights to evaluate (e.g. the EMA copy);
 * optionally ``val_losses()`` and ``config_text()``.
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -31,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import rng
 from .classes import ClassMap
 from .errors import DatasetError, TrainingDivergedError
 from .launcher import dist_info
-from .run_dir import RunDir, TrainResult, jsonable
+from .run_dir import RunDir, TrainResult, jsonable, process_alive, read_train_result
 from .train_args import TrainJob
 from .weights import LoadReport
 
@@ -54,6 +61,7 @@ class TrainState:
     last_metrics: dict | None = None
     bad_evals: int = 0
     init_weights: dict | None = None  # LoadReport.to_dict() of the initial weights (None: from scratch)
+    wall_time_s: float = 0.0  # seconds of training before this checkpoint (all processes that ran it)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -80,6 +88,8 @@ class BaseTrainer(ABC):
         self._window: list[dict] = []
         self._t_start = self._t_loop = time.perf_counter()
         self._t_last = self._t_start
+        self._wall_before = 0.0  # wall time of the runs this one resumes
+        self.resume_rng: dict | None = None  # set by resume_from: restored just before the first step
 
     # ------------------------------------------------------------------ the template
     @classmethod
@@ -90,20 +100,15 @@ class BaseTrainer(ABC):
     def train(self) -> dict | None:
         self.run.make()
         with self.run.logging_to_file(self.loggers, enabled=self.main):
+            if self.main:
+                self._mark_previous_run()
+            if self.args.resume:
+                finished = self._finished_run() if self.main else None
+                if self.agree(finished is not None):
+                    return finished
             self.load_data()
             self.build()
-            if self.args.resume:
-                self.resume_from(self._resume_path())
-                logger.info(
-                    "resuming from %s after %d of %d %s",
-                    self._resume_path(),
-                    self.state.done,
-                    self.args.epochs_iters,
-                    self.unit,
-                )
-            elif self.job.init_state is not None or self.job.init_weights:
-                report = self.load_initial_weights()
-                self.state.init_weights = report.to_dict() if report is not None else None
+            self._load_start_weights()
             if self.main:
                 self.run.write_config(self.config_text())
                 if not self.args.resume:
@@ -124,6 +129,8 @@ class BaseTrainer(ABC):
                 self.job.device,
             )
             self._open_bar()
+            if self.resume_rng is not None:
+                rng.restore(self.resume_rng)
             try:
                 self.loop()
             except FloatingPointError as e:
@@ -189,6 +196,71 @@ class BaseTrainer(ABC):
         are re-initialised)."""
         c = self.init_classes()
         return c is not None and c.same(self.classes)
+
+    def _load_start_weights(self) -> None:
+        """The checkpoint to resume from (and the cut-back of the run's files to it), or the initial weights."""
+        if self.args.resume:
+            path = self._resume_path()
+            self.resume_from(path)
+            if self.main:
+                self._cut_back_to(path)
+            self._wall_before = float(self.state.wall_time_s or 0.0)
+            logger.info("resuming from %s after %d of %d %s", path, self.state.done, self.args.epochs_iters,
+                        self.unit)
+        elif self.job.init_state is not None or self.job.init_weights:
+            report = self.load_initial_weights()
+            self.state.init_weights = report.to_dict() if report is not None else None
+
+    def _mark_previous_run(self) -> None:
+        """A previous run in this folder that says ``"running"`` but whose process is gone was killed:
+        say so in its ``train_result.json`` (status ``"killed"``) and in the log."""
+        try:
+            raw = json.loads(self.run.train_result.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if raw.get("status") != "running":
+            return
+        alive = process_alive(raw.get("pid"), raw.get("host"))
+        if alive is False:
+            d = read_train_result(self.run.train_result)
+            from ..utils.io import atomic_write_json
+
+            atomic_write_json(self.run.train_result, d)
+            logger.warning("the previous run in %s was killed after %d iterations (pid %s, last heartbeat %s); "
+                           "marked 'killed'", self.run.root, raw.get("iterations", 0), raw.get("pid"),
+                           raw.get("updated_at"))
+        elif alive and raw.get("pid") != os.getpid():
+            logger.warning("%s says another training process (pid %s on %s) is writing this run; two runs in one "
+                           "folder overwrite each other's files", self.run.train_result, raw.get("pid"),
+                           raw.get("host"))
+
+    def _finished_run(self) -> dict | None:
+        """With resume: the run's ``train_result.json`` if it already finished this schedule (then
+        resuming changes nothing), else ``None``."""
+        try:
+            d = self.run.read_result()
+        except (OSError, ValueError):
+            return None
+        if d.get("status") == "stopped_early" or (
+            d.get("status") == "done" and int(d.get("epochs_iters") or 0) >= int(self.args.epochs_iters)
+        ):
+            logger.info("resume: %s already finished (%s after %s of %s %s); nothing to do", self.run.root,
+                        d["status"], d.get("epochs_iters"), d.get("max_epochs_iters"), d.get("unit"))
+            return d
+        return None
+
+    def _cut_back_to(self, path: Path) -> None:
+        """After resuming from ``path``: ``metrics.jsonl`` without the records logged after it, no
+        checkpoints of later steps, at most ``max_to_keep`` checkpoints."""
+        dropped = self.run.truncate_metrics(self.state.iter, self.state.done)
+        gone = self.run.drop_checkpoints_after(self.state.done)
+        pruned = self.run.prune_checkpoints(self.args.max_to_keep, keep=path)
+        if dropped or gone or pruned:
+            logger.info("resume: dropped %d metrics records logged after the checkpoint, %d later and %d surplus "
+                        "checkpoints", dropped, len(gone), len(pruned))
+
+    def _wall_now(self) -> float:
+        return round(self._wall_before + time.perf_counter() - self._t_start, 2)
 
     def _resume_path(self) -> Path:
         if self.args.resume_path:
@@ -290,6 +362,7 @@ class BaseTrainer(ABC):
         self._t_last = now
         self._window.clear()
         self.run.append_metrics(rec)
+        self.write_result("running")  # the heartbeat
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{rec.get('total_loss', float('nan')):.3f}", lr=f"{rec['lr']:.2e}")
         logger.info(
@@ -313,8 +386,10 @@ class BaseTrainer(ABC):
             stop = self.evaluate_now(done)
         if self.main and self.args.save_interval and (done % self.args.save_interval == 0 or last or stop):
             path = self.run.checkpoint(done)
+            self.state.wall_time_s = self._wall_now()
             self.save_checkpoint(path, training_state=self.args.save_training_state)
             self.run.mark_last(path, self.args.max_to_keep)
+            self.write_result("running")
         if stop:
             self.stopped_early = True
         return stop
@@ -418,7 +493,7 @@ class BaseTrainer(ABC):
                 final_metrics=s.last_metrics,
                 classes=classes.to_list() if classes else [],
                 paths=self.run.paths(),
-                wall_time_s=round(time.perf_counter() - self._t_start, 2),
+                wall_time_s=self._wall_now(),
                 train_args=jsonable(self.args.to_dict()),
                 init_weights=s.init_weights,
                 error=error,

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ...engine import rng
 from ...engine.trainer import BaseTrainer
 from ...engine.weights import LoadReport, load_matching
 from ._compat import import_detectron2
@@ -192,9 +193,14 @@ class _EngineHook(HookBase):
     def __init__(self, engine: Detectron2Trainer):
         self.engine = engine
 
+    lr = 0.0
+
+    def before_step(self):
+        self.lr = float(self.trainer.optimizer.param_groups[0]["lr"])  # the step's (the scheduler steps after it)
+
     def after_step(self):
         e = self.engine
-        e.log_step(self.trainer.last_losses, lr=float(self.trainer.optimizer.param_groups[0]["lr"]))
+        e.log_step(self.trainer.last_losses, lr=self.lr)
         if e.end_of_unit(self.trainer.iter + 1):
             self.trainer.stop_requested = True
 
@@ -274,13 +280,12 @@ class Detectron2Trainer(BaseTrainer):
         return int(self.args.epochs_iters)
 
     def build(self) -> None:
-        from detectron2.data import build_detection_train_loader
         from detectron2.modeling import build_model
         from detectron2.solver import build_lr_scheduler
         from detectron2.utils.env import seed_all_rng
 
         from .config import build_cfg
-        from .data import mask_format_for, register, to_detectron2_dicts
+        from .data import build_train_loader, mask_format_for, register, to_detectron2_dicts
 
         a, o = self.args, self.args.options
         cfg = build_cfg(self.job.model_name, num_classes=len(self.classes), norm=o["norm"], depth=o["depth"],
@@ -317,10 +322,11 @@ class Detectron2Trainer(BaseTrainer):
             model = DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
         self.optimizer = _build_optimizer(cfg, net, o.get("optimizer") or "SGD")
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
-        loader = build_detection_train_loader(cfg, mapper=ImageMapper(cfg, True))
+        loader, self.train_batches = build_train_loader(cfg, ImageMapper(cfg, True), self.rank, self.world)
         self.d2_loop = (_AmpLoop if a.amp else _Loop)(model, loader, self.optimizer)
-        self.d2_loop.register_hooks([hooks.IterationTimer(), _EngineHook(self),
-                                     hooks.LRScheduler(self.optimizer, self.scheduler)])
+        # the scheduler steps before _EngineHook checkpoints, so a checkpoint holds the schedule of the next step
+        self.d2_loop.register_hooks([hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler),
+                                     _EngineHook(self)])
         self.val_dicts = to_detectron2_dicts(self.val_ds, self.classes) if self.val_ds is not None else None
 
     def _checkpointer(self, training_state: bool) -> Checkpointer:
@@ -328,6 +334,11 @@ class Detectron2Trainer(BaseTrainer):
         return Checkpointer(self.net, str(self.run.root), self.meta(), **extra)
 
     def loop(self) -> None:
+        if self.train_batches is not None:  # a resumed run continues the batch stream where it stopped
+            self.train_batches.start = self.state.done
+        elif self.state.done:
+            logger.warning("DATALOADER.SAMPLER_TRAIN=%s: the resumed run restarts its data order (it is exact "
+                           "with the TrainingSampler only)", self.cfg.DATALOADER.SAMPLER_TRAIN)
         self.d2_loop.train(self.state.done, self.max_iterations)
 
     def load_initial_weights(self) -> LoadReport:
@@ -341,6 +352,7 @@ class Detectron2Trainer(BaseTrainer):
                 "train_state": self.state.to_json()}
         if training_state:
             data.update({k: v.state_dict() for k, v in ck.checkpointables.items() if k != "model"})
+            data["rng"] = rng.capture()
         from ...engine.weights import save_weights_file
 
         save_weights_file(path, data)
@@ -354,6 +366,7 @@ class Detectron2Trainer(BaseTrainer):
         ck.load(str(path))  # model, optimizer, scheduler and the hooks' state (the run's TrainState)
         if "train_state" in data:
             self.state.load_json(data["train_state"])
+        self.resume_rng = data.get("rng")
 
     def inference_model(self):
         from .model import Detectron2Model

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...engine import rng
 from ...engine.trainer import BaseTrainer
 from ...engine.weights import LoadReport, load_matching
 from .names import CLASS_SPECIFIC, MULTI_SCALE_640
@@ -152,7 +153,7 @@ class MaskRTDETRTrainer(BaseTrainer):
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
                 epoch=self.state.done,
-                extra=extra,
+                extra={**extra, "rng": rng.capture(), **({"scaler": self.scaler.state_dict()} if self.scaler else {})},
             )
         else:  # inference weights: the EMA model
             save_checkpoint(path, self.ema.module, epoch=self.state.done, extra=extra)
@@ -169,6 +170,9 @@ class MaskRTDETRTrainer(BaseTrainer):
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.state.load_json(ck["extra"]["train_state"])
+        self.resume_rng = ck["extra"].get("rng")
+        if self.scaler is not None and "scaler" in ck["extra"]:
+            self.scaler.load_state_dict(ck["extra"]["scaler"])
 
     def inference_model(self):
         from .facade import MaskRTDETRModel
