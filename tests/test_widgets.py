@@ -328,3 +328,23 @@ def test_training_panel_stop_really_stops(shapes_dir, tmp_path):
     assert len(wbw.read_metrics(out / "metrics.jsonl")) == n  # nothing is written after Stop
     res = json.loads((out / "train_result.json").read_text())
     assert res["status"] != "done"
+
+
+def test_failed_panel_run_is_red_and_raises_inside_a_kernel(tmp_path, monkeypatch):
+    """In a kernel ``Output.__exit__`` swallows exceptions; a failed step must still show red with the
+    reason at the top, keep the traceback folded below, and raise so that the next cell does not run."""
+    import ipywidgets.widgets.widget_output as wo
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(wo, "get_ipython", lambda: shell)
+    monkeypatch.setattr(shell, "showtraceback", lambda *a, **k: None)
+    p = wbw.ConvertPanel(str(tmp_path / "no_such_labelme_dir"), str(tmp_path / "ds"))
+    with pytest.raises(Exception) as info:
+        p.run()
+    assert p.error is info.value and p.result is None
+    assert p.progress.bar_style == "danger" and "done" not in p.status.value
+    assert "failed:" in p.status.value and "no_such_labelme_dir" in p.status.value
+    assert "<details" in p.summary.value and "Traceback" in p.summary.value
+    p.run_button.click()  # a button press shows the same, without raising
+    assert p.progress.bar_style == "danger" and p.error is not None

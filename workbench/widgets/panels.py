@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import time
+import traceback
 from pathlib import Path
 
 from .common import StaticFallback, W, error_html, styled, table_html
@@ -38,26 +39,40 @@ class _StepPanel(StaticFallback, W.VBox):
         self.log_output.clear_output()
         t0 = time.time()
         try:
+            # caught inside the ``with``: in a kernel ``Output.__exit__`` swallows what leaves it
             with self.log_output:
-                for done, total, text in self._steps():
-                    self.progress.max = total
-                    self.progress.value = done
-                    self.status.value = html.escape(text)
+                try:
+                    for done, total, text in self._steps():
+                        self.progress.max = total
+                        self.progress.value = done
+                        self.status.value = html.escape(text)
+                except Exception as e:
+                    self.error = e
+            if self.error is None:
+                self.progress.value = self.progress.max
+                self.progress.bar_style = "success"
+                self.status.value = f"done in {time.time() - t0:.1f} s"
+                return self.result
+            e = self.error
             self.progress.value = self.progress.max
-            self.progress.bar_style = "success"
-            self.status.value = f"done in {time.time() - t0:.1f} s"
-        except Exception as e:
-            self.error = e
             self.progress.bar_style = "danger"
-            self.status.value = error_html(f"failed: {e}")
+            trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            self.status.value = error_html(f"failed: {_one_line(e)}")
+            self.summary.value = (f"<details class='wb-trace'><summary>details (traceback)</summary>"
+                                  f"<pre>{html.escape(trace)}</pre></details>")
             if raise_errors:
-                raise
+                raise e
+            return None
         finally:
             self.run_button.disabled = False
-        return self.result
 
     def static_bundle(self) -> dict:
         return {"text/html": f"<div class='wb-static'>{self.status.value}{self.summary.value}</div>"}
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _path_text(value, description: str, css: str, placeholder: str = "") -> W.Text:
