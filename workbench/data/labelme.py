@@ -39,8 +39,11 @@ Conventions (those of labelme's ``examples/instance_segmentation/labelme2coco.py
 
 Safety: every input is parsed and validated before anything is written, so bad input fails
 with nothing changed. Images and annotation files are written atomically; existing annotation
-files are kept as ``.bak`` (``replace_with_backup``), and they are replaced only after both new
-JSON texts exist completely. Input files are never modified.
+files (and existing images whose content differs) are kept as ``.bak`` (``replace_with_backup``),
+and they are replaced in one batch only after every new file exists completely beside them
+(``replace_all_with_backup``): a conversion killed before that batch leaves the destination's
+old dataset as it was, plus new images under new names and hidden temporary files, which the
+next run removes. Input files are never modified.
 """
 from __future__ import annotations
 
@@ -61,12 +64,13 @@ import numpy as np
 
 from ..engine.errors import DatasetError, WorkbenchError
 from ..utils.io import (
+    StagedFile,
     _json_default,
     atomic_write_bytes,
     read_json,
     remove_stale_temp_files,
     replace_all_with_backup,
-    replace_with_backup,
+    stage_file,
 )
 from .dataset import (
     ANNOTATION_FILES,
@@ -482,26 +486,32 @@ def _images_and_instances(records: list, cat_id: dict, skipped: list) -> tuple[l
     return images, instances
 
 
-def _write_images(records: list, img_dir: Path, progress: bool) -> list[Path]:
+def _write_images(records: list, img_dir: Path, progress: bool) -> list[StagedFile]:
     """Copy each record's image bytes (as they are: a 16-bit PNG stays 16-bit, and every reader
-    converts it the same way, ``dataset.read_image_rgb``); returns the backups of replaced images."""
+    converts it the same way, ``dataset.read_image_rgb``). New images are written now (atomically);
+    the new content of an existing image that differs is only staged (a hidden temporary file), and
+    returned: it replaces the old image together with the annotation files, so the destination's
+    old annotation files never name a new image's content."""
     from tqdm.auto import tqdm
 
-    backups: list[Path] = []
-    for r in tqdm(records, desc="writing images", unit="img", disable=not progress):
-        dest = img_dir / r.out_name
-        if r.image_src is not None and dest.exists() and os.path.samefile(dest, r.image_src):
-            continue
-        data = r.image_bytes if r.image_bytes is not None else r.image_src.read_bytes()
-        if dest.exists():
-            if dest.read_bytes() == data:
+    staged: list[StagedFile] = []
+    try:
+        for r in tqdm(records, desc="writing images", unit="img", disable=not progress):
+            dest = img_dir / r.out_name
+            if r.image_src is not None and dest.exists() and os.path.samefile(dest, r.image_src):
                 continue
-            bak = replace_with_backup(dest, data)
-            if bak is not None:
-                backups.append(bak)
-        else:
-            atomic_write_bytes(dest, data)
-    return backups
+            data = r.image_bytes if r.image_bytes is not None else r.image_src.read_bytes()
+            if dest.exists():
+                if dest.read_bytes() == data:
+                    continue
+                staged.append(stage_file(dest, data))
+            else:
+                atomic_write_bytes(dest, data)
+    except BaseException:
+        for f in staged:
+            f.discard()
+        raise
+    return staged
 
 
 def _check_destination(dst_dir: Path) -> None:
@@ -583,17 +593,20 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
                            image_root=dst_dir, split=s, info=info)
                 for s, ids in (("train", train_ids), ("val", val_ids))}  # no copies: each belongs to one split
 
-    # 2) images: atomically, never over an input file, never losing a differing file
-    removed = [p for sub in ("images", "annotations") for p in remove_stale_temp_files(dst_dir / sub)]
-    image_backups = _write_images(records, dst_dir / "images", progress)
-
-    # 3) annotation files: both texts complete before either old file is replaced
     # compact JSON (as PaddleX writes it): json's C encoder, ~10x faster than indent=2
     texts = {s: json.dumps(datasets[s].to_coco_dict(), ensure_ascii=False,
                            default=_json_default).encode("utf-8") for s in SPLITS}
+
+    # 2) images: atomically, never over an input file, never losing a differing file; a differing
+    # existing image is only staged here, and replaced in step 3
+    removed = [p for sub in ("images", "annotations") for p in remove_stale_temp_files(dst_dir / sub)]
+    staged_images = _write_images(records, dst_dir / "images", progress)
+
+    # 3) annotation files and differing images: everything new is complete on disk before the
+    # first old file is replaced (all or nothing on an error)
     ann_files = {s: dst_dir / "annotations" / ANNOTATION_FILES[s] for s in SPLITS}
-    backups = replace_all_with_backup({ann_files[s]: texts[s] for s in SPLITS})  # all or nothing
-    backups += image_backups
+    backups = replace_all_with_backup({**{ann_files[s]: texts[s] for s in SPLITS},
+                                       **{f.target: f for f in staged_images}})
     for s in SPLITS:
         datasets[s].source = ann_files[s]
 

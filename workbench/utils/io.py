@@ -4,7 +4,10 @@ Input files are never modified in place. Outputs are written to a temporary file
 same directory and renamed over the target, so a crash leaves either the old file or the
 complete new one, never a half-written file. A process killed mid-write leaves its temporary
 file (``.<name>.<8 random characters>.tmp``, :data:`TEMP_FILE_RE`); the steps that write into a
-folder remove such leftovers there first (:func:`remove_stale_temp_files`).
+folder remove such leftovers there first (:func:`remove_stale_temp_files`). A ``.bak`` appears
+complete or not at all (a hard link to the old file, else a copy renamed into place). Several
+files replaced together (:func:`replace_all_with_backup`) are all written beside their targets
+before the first is renamed into place.
 """
 from __future__ import annotations
 
@@ -124,31 +127,85 @@ def backup_path(path: str | os.PathLike) -> Path:
     return candidate
 
 
-def replace_with_backup(path: str | os.PathLike, data: bytes) -> Path | None:
-    """Write ``data`` to ``path``; an existing file is kept as ``.bak`` first.
+class StagedFile:
+    """The complete new content of ``target``, already written (and flushed to disk) to a hidden
+    temporary file beside it (:func:`stage_file`); :func:`replace_with_backup` renames it into place.
+    A process killed before that leaves only the temporary file, which the next run removes."""
 
-    Order matters for safety: the new content is written completely to a temporary file
-    first; only then is the old file copied to its backup name and the new file renamed
-    over it. If anything fails before the rename, the original is untouched.
-    Returns the backup path, or None when there was nothing to back up.
-    """
+    def __init__(self, target: str | os.PathLike, tmp: str | os.PathLike):
+        self.target = Path(target)
+        self.tmp = Path(tmp)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __repr__(self) -> str:
+        return f"StagedFile({str(self.target)!r})"
+
+
+def stage_file(path: str | os.PathLike, data: bytes) -> StagedFile:
+    """Write ``data`` completely to a temporary file beside ``path`` (nothing visible changes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _mkstemp(path)
-    bak = None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
-        if path.exists():
-            bak = backup_path(path)
-            shutil.copy2(path, bak)
-        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+    return StagedFile(path, tmp)
+
+
+def _backup_copy(path: Path, bak: Path) -> None:
+    """Make ``bak`` a complete copy of ``path`` in one step: a hard link (the old file itself, which
+    the following rename leaves under the backup name only), else a copy to a temporary file renamed
+    to ``bak``. A kill never leaves a partial backup under its ``.bak`` name."""
+    try:
+        os.link(path, bak)
+        return
+    except OSError:  # no hard links here (some network/FAT file systems): copy, then rename
+        pass
+    fd, tmp = _mkstemp(bak)
+    os.close(fd)
+    try:
+        shutil.copy2(path, tmp)
+        os.replace(tmp, bak)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def replace_with_backup(path: str | os.PathLike, data: bytes | StagedFile) -> Path | None:
+    """Write ``data`` (bytes, or a :class:`StagedFile` of ``path``) to ``path``; an existing file is
+    kept as ``.bak`` first.
+
+    Order matters for safety: the new content is written completely to a temporary file
+    first; only then is the old file kept under its backup name (a hard link, or a complete
+    copy renamed into place) and the new file renamed over it. If anything fails before the
+    rename, the original is untouched. Returns the backup path, or None when there was nothing
+    to back up.
+    """
+    path = Path(path)
+    staged = data if isinstance(data, StagedFile) else stage_file(path, data)
+    if staged.target != path:
+        staged.discard()
+        raise ValueError(f"staged file of {staged.target} given for {path}")
+    bak = None
+    try:
+        if path.exists():
+            bak = backup_path(path)
+            _backup_copy(path, bak)
+        os.replace(staged.tmp, path)
+    except BaseException:
+        staged.discard()
+        if bak is not None and bak.exists() and path.exists() and os.path.samefile(bak, path):
+            bak.unlink()  # the backup of a file that was not replaced
         raise
     return bak
 
@@ -158,18 +215,29 @@ def replace_json_with_backup(path: str | os.PathLike, obj: Any) -> Path | None:
     return replace_with_backup(path, text.encode("utf-8"))
 
 
-def replace_all_with_backup(files: dict[str | os.PathLike, bytes]) -> list[Path]:
+def replace_all_with_backup(files: dict[str | os.PathLike, bytes | StagedFile]) -> list[Path]:
     """Replace several files as one step: each old file is kept as ``.bak``; if any write fails, the
-    files already replaced are put back as they were and the error is raised. Returns the backups."""
+    files already replaced are put back as they were and the error is raised. Returns the backups.
+
+    Every new content is written to its temporary file first (``StagedFile`` values are already
+    written), and only then are the files renamed into place one after another, so a process killed
+    at any moment before the renames leaves every old file as it was (and hidden temporary files
+    only). What stays not atomic is the short run of renames itself: no file system renames several
+    files at once."""
     done: list[tuple[Path, Path | None]] = []
+    staged: list[StagedFile] = []
     try:
         for path, data in files.items():
-            done.append((Path(path), replace_with_backup(path, data)))
+            staged.append(data if isinstance(data, StagedFile) else stage_file(path, data))
+        for s in staged:
+            done.append((s.target, replace_with_backup(s.target, s)))
     except BaseException:
         for path, bak in reversed(done):
             if bak is not None:
                 os.replace(bak, path)
             else:
                 path.unlink(missing_ok=True)
+        for s in staged:
+            s.discard()
         raise
     return [bak for _, bak in done if bak is not None]
