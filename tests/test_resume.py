@@ -162,3 +162,23 @@ def test_running_status_of_a_dead_process_reads_killed(tmp_path):
     assert d["status"] == "killed" and "pid" in d["error"] and "3 iterations" in d["error"]
     path.write_text(json.dumps({"status": "running", "pid": os.getpid(), "host": socket.gethostname()}))
     assert read_train_result(path)["status"] == "running"  # alive: left as it is
+
+
+def test_stop_during_start_up_records_stopped(data, tmp_path, monkeypatch):
+    """A Stop (SIGINT) before the first step leaves this run's status, not the previous run's."""
+    from workbench.models import create_model
+    from workbench.models.detectron2.trainer import Detectron2Trainer
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_result.json").write_text(json.dumps({"status": "done", "done_flag": True}))  # an older run
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Detectron2Trainer, "build", interrupted)
+    m = create_model("MaskRCNN-ResNet50-FPN", device="cpu", input_size=96, depth=18)
+    with pytest.raises(KeyboardInterrupt):
+        m.train(data, epochs_iters=2, batch_size=1, output=out, progress=False)
+    res = RunDir(out).read_result()
+    assert res["status"] == "stopped" and not res["done_flag"] and res["pid"] == os.getpid()

@@ -106,28 +106,12 @@ class BaseTrainer(ABC):
                 finished = self._finished_run() if self.main else None
                 if self.agree(finished is not None):
                     return finished
-            self.load_data()
-            self.build()
-            self._load_start_weights()
-            if self.main:
-                self.run.write_config(self.config_text())
-                if not self.args.resume:
-                    self.run.reset_metrics()
-                self.write_result("running")
-            logger.info(
-                "training %s on %s: %d train images, %d val images, %d classes, %d %s, batch %d x %d "
-                "process(es), device %s",
-                self.job.model_name,
-                self.job.dataset_dir,
-                len(self.train_ds.images),
-                len(self.val_ds.images) if self.val_ds else 0,
-                len(self.classes),
-                self.args.epochs_iters,
-                self.unit,
-                self.args.batch_size,
-                self.world,
-                self.job.device,
-            )
+            try:
+                self._prepare()
+            except KeyboardInterrupt:  # a Stop during start-up: this run's status, not the previous run's
+                if self.main:
+                    self.write_result("stopped", "stopped by the user before the first step")
+                raise
             self._open_bar()
             if self.resume_rng is not None:
                 rng.restore(self.resume_rng)
@@ -196,6 +180,31 @@ class BaseTrainer(ABC):
         are re-initialised)."""
         c = self.init_classes()
         return c is not None and c.same(self.classes)
+
+    def _prepare(self) -> None:
+        """Data, network, start weights, the run's config and its first ``"running"`` record."""
+        self.load_data()
+        self.build()
+        self._load_start_weights()
+        if self.main:
+            self.run.write_config(self.config_text())
+            if not self.args.resume:
+                self.run.reset_metrics()
+            self.write_result("running")
+        logger.info(
+            "training %s on %s: %d train images, %d val images, %d classes, %d %s, batch %d x %d "
+            "process(es), device %s",
+            self.job.model_name,
+            self.job.dataset_dir,
+            len(self.train_ds.images),
+            len(self.val_ds.images) if self.val_ds else 0,
+            len(self.classes),
+            self.args.epochs_iters,
+            self.unit,
+            self.args.batch_size,
+            self.world,
+            self.job.device,
+        )
 
     def _load_start_weights(self) -> None:
         """The checkpoint to resume from (and the cut-back of the run's files to it), or the initial weights."""

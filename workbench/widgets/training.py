@@ -297,7 +297,9 @@ class TrainingPanel(StaticFallback, W.VBox):
             parts.append(f"val mask AP {evals[-1]['segm_AP']:.3f}")
         if self.state == "failed":
             parts.append(f"<pre style='color:#b00'>{html.escape(self._failure())}</pre>")
-        elif res.get("paths", {}).get("best_model"):
+        elif res.get("paths", {}).get("best_model") and (
+            res.get("best_epochs_iters") is not None or res.get("status") in ("done", "stopped_early")
+        ):  # a best model of this run (not one a previous run left in the folder)
             unit = res.get("unit", "iterations")
             best = res.get("best_epochs_iters")
             at = f" ({unit[:-1]} {best})" if best is not None else ""
