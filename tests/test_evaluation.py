@@ -120,7 +120,12 @@ def test_evaluate_writes_result_and_report(shapes_dir, tmp_path):
     assert res["analysis"]["confusion_matrix"]["labels"] == ["circle", "square", "background"]
     assert len(res["analysis"]["per_image"]) == len(gt.images)
     assert (tmp_path / "eval" / "report.md").read_text().startswith("# Evaluation report")
-    assert "plotly" in (tmp_path / "eval" / "report.html").read_text()
+    page = (tmp_path / "eval" / "report.html").read_text()
+    # the plots are drawn by the plotly.js written beside the page (offline: no CDN, no network)
+    assert '<script src="plotly.min.js"' in page and "cdn." not in page
+    assert (tmp_path / "eval" / "plotly.min.js").stat().st_size > 1_000_000
+    assert all(f'id="fig-{k}"' in page for k in ("pr_curves", "confusion_matrix", "error_breakdown",
+                                                  "threshold_sweep"))
     assert res["worst_images"] and all((tmp_path / "eval" / "worst_images").iterdir())
     assert set(rep.figures()) == {"pr_curves", "confusion_matrix", "error_breakdown", "threshold_sweep"}
     perfect = evaluate(noisy_predictions(gt, seed=0, drop=0, wrong_class=0, max_shift=0, false_positives=0,
@@ -167,3 +172,76 @@ def test_evaluate_takes_results_matched_by_input_path(shapes_dir):
     stray = Result(input_path="/elsewhere/not_in_dataset.png", image_size=(96, 96))
     with pytest.raises(ValueError, match="not_in_dataset.png"):
         evaluate([stray], gt)
+
+
+def _reference_analysis(gt, dets, score_threshold):
+    """The analysis as two separate matching passes with pycocotools' mask IoU (the way it was
+    computed before the one-pass ``analyse``)."""
+    from pycocotools import mask as mask_utils
+
+    from workbench.evaluation import analysis
+
+    real = analysis._mask_iou
+    analysis._mask_iou = lambda: mask_utils.iou
+    try:
+        return (*error_breakdown(gt, dets, score_threshold), threshold_sweep(gt, dets))
+    finally:
+        analysis._mask_iou = real
+
+
+@pytest.mark.parametrize("score_threshold", [0.5, 0.03])
+def test_one_pass_analysis_equals_separate_passes(tmp_path, score_threshold):
+    """``evaluate``'s analysis (one matching pass, the ground-truth RLEs of the COCO index,
+    faster-coco-eval's mask IoU) gives exactly what the breakdown and the sweep give on their own
+    with pycocotools' IoU: every count, IoU value, the confusion matrix and the sweep."""
+    parts = make_shapes_dataset(tmp_path, 80, 0, (64, 64), seed=4, classes=("circle", "square", "triangle"))
+    gt = add_crowd_and_empty(parts["train"], seed=2)
+    dets = noisy_predictions(gt, seed=5)
+    rep = evaluate(dets, gt, score_threshold=score_threshold)
+    per_image, cm, labels, sweep = _reference_analysis(gt, dets, score_threshold)
+    assert [(e.image_id, e.counts, e.detections, e.missed_gt) for e in rep.per_image] == \
+        [(e.image_id, e.counts, e.detections, e.missed_gt) for e in per_image]
+    assert rep.confusion.tolist() == cm.tolist() and rep.confusion_labels == labels
+    assert rep.sweep == sweep
+
+
+def _pycocotools_from_file(gt, res_path):
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    want = {}
+    for t in ("bbox", "segm"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = gt.to_pycocotools()
+            ev = COCOeval(coco, coco.loadRes(str(res_path)), t)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        want[t] = [None if v < 0 else float(v) for v in ev.stats]
+    return want
+
+
+@pytest.mark.parametrize("boxes", ["none", "all"])
+def test_evaluate_results_file_equals_pycocotools(tmp_path, boxes):
+    """``evaluate`` end to end on a COCO results file -- masks without ``bbox`` (what ``predict``
+    writes; pycocotools' mask branch) and masks with ``bbox`` (its box branch) -- gives
+    pycocotools' numbers for that same file (bbox and segm, all 12 stats)."""
+    from pycocotools import mask as mask_utils
+
+    parts = make_shapes_dataset(tmp_path / "ds", 60, 0, (64, 64), seed=8, classes=("circle", "square"))
+    gt = add_crowd_and_empty(parts["train"], seed=3)
+    dets = noisy_predictions(gt, seed=6)
+    for d in dets if boxes == "all" else []:
+        r = {"size": d["segmentation"]["size"], "counts": d["segmentation"]["counts"].encode("ascii")}
+        d["bbox"] = [float(v) for v in mask_utils.toBbox(r)]
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps(dets))
+    assert any("bbox" in d for d in dets) == (boxes != "none")
+    want = _pycocotools_from_file(gt, res)
+    rep = evaluate(res, gt)
+    for t in ("bbox", "segm"):
+        for k, name in enumerate(STAT_NAMES):
+            g, w = rep[t][name], want[t][k]
+            assert (g is None and w is None) or abs(g - w) < 1e-12, (boxes, t, name, g, w)

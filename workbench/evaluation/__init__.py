@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..utils.io import atomic_write_json, atomic_write_text
-from .analysis import ERROR_KINDS, error_breakdown, pr_curves, threshold_sweep, worst_first_key
+from ..utils.io import atomic_write_text
+from .analysis import ERROR_KINDS, analyse, error_breakdown, pr_curves, threshold_sweep, worst_first_key
 from .metrics import STAT_NAMES, coco_metrics, flat_metrics, load_detections, resolve_dataset
 from .predict import predict_split, to_coco_detections
 
@@ -74,20 +74,28 @@ class EvalReport:
 
         names = {c.id: c.name for c in self.dataset.categories}
         by_id = self.dataset.image_by_id()
+        gt_by_img = self.dataset.instances_by_image()  # once, not per image (Dataset.masks builds it each call)
+        worst = self.worst_images(n)
+        wanted = {e.image_id for e in worst}
+        by_img: dict = {}
+        for d in self.detections:
+            if int(d["image_id"]) in wanted and float(d.get("score", 1)) >= score_threshold:
+                by_img.setdefault(int(d["image_id"]), []).append(d)
         out = []
-        for e in self.worst_images(n):
+        for e in worst:
             im = by_id[e.image_id]
             try:
                 img = self.dataset.load_image(im)
             except (OSError, ValueError):
                 continue
-            insts, gmasks = self.dataset.masks(im)
+            insts = gt_by_img.get(im.id, [])
+            gmasks = (np.stack([a.mask(im.height, im.width) for a in insts]) if insts
+                      else np.zeros((0, im.height, im.width), bool))
             left = viz.draw_instances(img, gmasks, class_ids=[a.category_id for a in insts],
                                       labels=[names.get(a.category_id, "?") for a in insts])
             from pycocotools import mask as mask_utils
 
-            dets = [d for d in self.detections if int(d["image_id"]) == im.id
-                    and float(d.get("score", 1)) >= score_threshold]
+            dets = by_img.get(im.id, [])
             pm = np.stack([mask_utils.decode(_to_rle(d["segmentation"], im.height, im.width)).astype(bool)
                            for d in dets]) if dets else None
             right = viz.draw_instances(img, pm, class_ids=[int(d["category_id"]) for d in dets],
@@ -100,45 +108,13 @@ class EvalReport:
 
 def analysis_figures(result: dict) -> dict:
     """Plotly figures from an ``evaluate_result.json`` (its dict): PR curves per class and IoU,
-    the mask confusion matrix, errors by kind and the score-threshold sweep."""
+    the mask confusion matrix, errors by kind and the score-threshold sweep
+    (``viz.figures.evaluation_figure_specs`` made into ``go.Figure``s)."""
     import plotly.graph_objects as go
 
-    a = result.get("analysis") or {}
-    figs = {}
-    pr = a.get("pr_curves")
-    if pr:
-        fig = go.Figure()
-        for label, per_class in pr["curves"].items():
-            for cname, p in per_class.items():
-                if p is not None:
-                    fig.add_trace(go.Scatter(x=pr["recall"], y=p, mode="lines", name=f"{cname} @ {label}",
-                                             visible=True if label == "IoU 0.50" else "legendonly"))
-        fig.update_layout(title="Precision-recall per class (mask)", xaxis_title="recall", yaxis_title="precision",
-                          template="plotly_white", height=420, yaxis_range=[0, 1.02], xaxis_range=[0, 1])
-        figs["pr_curves"] = fig
-    cm = a.get("confusion_matrix")
-    if cm:
-        z, labels = cm["matrix"], cm["labels"]
-        fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, colorscale="Blues", text=z, texttemplate="%{text}",
-                                   hovertemplate="GT %{y} → pred %{x}: %{z}"))
-        fig.update_layout(title=f"Mask confusion matrix at score ≥ {a.get('score_threshold')} (rows: ground truth, "
-                                "columns: prediction)", xaxis_title="predicted", yaxis_title="ground truth",
-                          template="plotly_white", height=420, yaxis_autorange="reversed")
-        figs["confusion_matrix"] = fig
-    if a.get("errors"):
-        errs = {k: v for k, v in a["errors"].items() if k != "tp"}
-        fig = go.Figure(go.Bar(x=list(errs), y=list(errs.values())))
-        fig.update_layout(title=f"Errors by kind, all images (correct matches: {a['errors'].get('tp', 0)})",
-                          template="plotly_white", height=360)
-        figs["error_breakdown"] = fig
-    sw = a.get("threshold_sweep")
-    if sw and sw.get("thresholds"):
-        fig = go.Figure([go.Scatter(x=sw["thresholds"], y=sw[k], name=k, mode="lines+markers")
-                         for k in ("precision", "recall", "f1")])
-        fig.update_layout(title=f"Score threshold sweep (best F1 {sw['best_f1']:.3f} at {sw['best_threshold']})",
-                          xaxis_title="score threshold", template="plotly_white", height=360, yaxis_range=[0, 1.02])
-        figs["threshold_sweep"] = fig
-    return figs
+    from ..viz.figures import evaluation_figure_specs
+
+    return {k: go.Figure(spec) for k, spec in evaluation_figure_specs(result).items()}
 
 
 def _pct(v: float | None) -> str:
@@ -153,7 +129,10 @@ def evaluate(predictions: Any, dataset: Dataset | str | os.PathLike, output_dir:
     predictions: ``Result`` objects, COCO result dicts, or a COCO results JSON path.
     dataset: a ``Dataset``, a COCO JSON, or a PaddleX dataset dir (its val split).
     output_dir: if given, writes ``evaluate_result.json`` (``EvalReport.to_dict()``), ``report.md``,
-    ``report.html`` and renderings of the worst images.
+    ``report.html`` (the tables and the analysis plots, drawn by the ``plotly.min.js`` written
+    beside it once per folder: it opens offline, keep the two together) and ``worst_images/``:
+    renderings of the ``num_worst`` worst images (0: none). Writing all of it takes a few
+    hundredths of a second (``benchmarks/evaluate_e2e.py``), so it is on by default.
     info: what is evaluated (model name, weights, dataset dir, split…), copied into the result file.
     """
     gt = resolve_dataset(dataset)
@@ -163,13 +142,14 @@ def evaluate(predictions: Any, dataset: Dataset | str | os.PathLike, output_dir:
     names = {c.id: c.name for c in gt.categories}
     if analysis and "segm" in m and "_precision" in m["segm"]:
         report.pr = pr_curves(m["segm"], names)
+    gt_rles = m.get("segm", {}).get("_gt_rles")
     for t in iou_types:
         for k in [k for k in m[t] if k.startswith("_")]:
             m[t].pop(k)
     if analysis:
-        per_image, cm, labels = error_breakdown(gt, dets, score_threshold)
+        # one matching pass for the breakdown and the sweep, on the ground-truth RLEs already made
+        per_image, cm, labels, report.sweep = analyse(gt, dets, score_threshold, gt_rles=gt_rles)
         report.per_image, report.confusion, report.confusion_labels = per_image, cm, labels
-        report.sweep = threshold_sweep(gt, dets)
         m["analysis"] = {
             "score_threshold": score_threshold,
             "confusion_matrix": {"labels": labels, "matrix": cm.tolist()},
@@ -186,7 +166,7 @@ def evaluate(predictions: Any, dataset: Dataset | str | os.PathLike, output_dir:
 
 def write_report(report: EvalReport, output_dir: str | os.PathLike, num_worst: int = 6,
                  score_threshold: float = 0.5) -> Path:
-    from .. import viz
+    import cv2
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,12 +176,15 @@ def write_report(report: EvalReport, output_dir: str | os.PathLike, num_worst: i
     if report.per_image:
         for i, (e, img) in enumerate(report.render_worst(num_worst, score_threshold)):
             p = out / "worst_images" / f"{i:02d}_{Path(e.file_name).stem}.png"
-            viz.save_image(p, img)
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise ValueError(f"{p}: could not encode the rendering as PNG")
+            _replace_file(p, buf.tobytes())
             pngs.setdefault("worst", []).append((e, p))
     report.worst = [{"image_id": e.image_id, "file_name": e.file_name, "path": str(p), **e.counts}
                     for e, p in pngs.get("worst", [])]
     result = report.to_dict()
-    atomic_write_json(out / "evaluate_result.json", result)
+    atomic_write_text(out / "evaluate_result.json", _json_text(result))
     lines = ["# Evaluation report", "",
              f"{m.get('num_images')} images, {m.get('num_detections')} detections, backend {m.get('backend')}.", ""]
     for t in ("segm", "bbox"):
@@ -231,14 +214,38 @@ def write_report(report: EvalReport, output_dir: str | os.PathLike, num_worst: i
                           f"duplicate {w['duplicate']}, poor mask {w['poor_mask']}, background {w['background']}",
                           "", f"![]({rel.as_posix()})", ""]
     md = "\n".join(lines) + "\n"
-    atomic_write_text(out / "report.md", md)
-    atomic_write_text(out / "report.html", _md_to_html(md, report))
+    _replace_file(out / "report.md", md.encode("utf-8"))
+    html = _md_to_html(md, report, "plotly.min.js" if _write_plotly_js(out) else None)
+    _replace_file(out / "report.html", html.encode("utf-8"))
     return out / "evaluate_result.json"
 
 
-def _md_to_html(md: str, report: EvalReport) -> str:
-    """A self-contained HTML page: the markdown's content plus the plotly figures (plotly.js inline)."""
+def _json_text(obj, level: int = 0, depth: int = 3) -> str:
+    """JSON of ``obj``, readable and quick to write: dicts indented down to ``depth`` levels, lists
+    of dicts (``per_image``, ``worst_images``) one element a line, everything else on one line.
+    (``json.dumps(indent=...)`` takes Python's slow encoder; this one uses the C encoder for each
+    piece: the same JSON value, in a fraction of the time for a few thousand images.)"""
+    import json
+
+    from ..utils.io import _json_default
+
+    pad, ind = "  " * level, "  " * (level + 1)
+    if isinstance(obj, dict) and obj and level < depth:
+        items = (f"{ind}{json.dumps(k if isinstance(k, str) else json.dumps(k), ensure_ascii=False)}: "
+                 f"{_json_text(v, level + 1, depth)}" for k, v in obj.items())
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        return "[\n" + ",\n".join(ind + _json_text(v, depth, depth) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, ensure_ascii=False, default=_json_default)
+
+
+def _md_to_html(md: str, report: EvalReport, plotly_src: str | None = "plotly.min.js") -> str:
+    """An HTML page: the markdown's content plus the analysis plots, drawn by plotly.js from
+    ``plotly_src`` (relative to the page; None: no plots). No plotly import: the figures are plain
+    specs (``viz.figures.evaluation_figure_specs``, the same as ``EvalReport.figures``)."""
     import html
+
+    from ..viz.figures import evaluation_figure_specs, figures_html
 
     body = []
     table: list[str] = []
@@ -267,10 +274,46 @@ def _md_to_html(md: str, report: EvalReport) -> str:
         elif line.strip():
             body.append(f"<p>{html.escape(line)}</p>")
     flush()
-    figs = report.figures()
-    first = True
-    for fig in figs.values():
-        body.append(fig.to_html(full_html=False, include_plotlyjs=True if first else False))
-        first = False
+    if plotly_src is not None:
+        body.append(figures_html(evaluation_figure_specs(report.to_dict()), plotly_src))
     return "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title></head><body>" + \
         "\n".join(body) + "</body></html>"
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename, without ``fsync``: for the report's
+    derived files (markdown, HTML, PNGs), which every ``evaluate`` writes again. A reader never
+    sees half a file; only a power cut could lose one, and ``evaluate_result.json`` -- the record
+    -- is still written with ``fsync`` (``atomic_write_text``). Skipping it saves ~4 ms a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_plotly_js(out: Path) -> bool:
+    """``out/plotly.min.js`` from the plotly package, unless a copy of the same size and mtime is
+    already there (written once per output folder). False when plotly is not installed."""
+    import shutil
+
+    from ..viz.figures import plotly_js_path
+
+    src = plotly_js_path()
+    if src is None:
+        return False
+    dst = out / "plotly.min.js"
+    s = src.stat()
+    if dst.is_file() and (dst.stat().st_size, dst.stat().st_mtime_ns) == (s.st_size, s.st_mtime_ns):
+        return True
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copy2(src, tmp)  # keeps the mtime: the check above
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True

@@ -18,6 +18,7 @@ as missed in the matrix.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,30 @@ def _to_rle(seg, h, w):
     return r
 
 
+def _iou_rle(seg, h, w):
+    """``seg`` as pycocotools' ``iou`` takes it: a compressed RLE (str counts are fine) as is."""
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):
+        return seg
+    return _to_rle(seg, h, w)
+
+
+@functools.lru_cache(maxsize=1)
+def _mask_iou():
+    """RLE mask IoU: faster-coco-eval's port of the COCO mask API where installed (the same
+    arithmetic, less call overhead: ~35 vs ~80 µs a call for a few masks, one call an image), else
+    pycocotools'. ``tests/test_evaluation.py`` checks the analysis against pycocotools'."""
+    try:
+        from faster_coco_eval.core.mask import iou
+    except ImportError:
+        from pycocotools.mask import iou
+    return iou
+
+
+def _gt_rle(a, h, w, gt_rles: dict | None):
+    r = gt_rles.get(a.id) if gt_rles else None
+    return r if r is not None else _to_rle(a.segmentation, h, w)
+
+
 def _group(dets: list[dict]) -> dict[int, list[dict]]:
     out: dict[int, list[dict]] = {}
     for d in dets:
@@ -73,105 +98,130 @@ def _group(dets: list[dict]) -> dict[int, list[dict]]:
     return out
 
 
-def match_image(gt_insts, dets, h, w, iou: float = 0.5, poor_iou: float = 0.1):
+def _score(d: dict) -> float:
+    return float(d.get("score", 1.0))
+
+
+def match_image(gt_insts, dets, h, w, iou: float = 0.5, poor_iou: float = 0.1, gt_rles: dict | None = None):
     """Classify the detections of one image (already score-filtered); see the module docstring.
 
     Returns (kinds per detection in descending-score order with (det, kind, gt_index, iou),
-    indices of missed GT)."""
-    from pycocotools import mask as mask_utils
-
+    indices of missed GT, the non-crowd GT instances the indices refer to). Among equally good
+    GT candidates the first (lowest index) is taken. Detections of equal score keep their order, so
+    the outcome of a detection depends only on the detections before it: the result for the
+    detections at or above a higher threshold is a prefix of this one. ``gt_rles``: compressed
+    RLEs by annotation id already made (``coco_metrics``' COCO index has them), used where present."""
     gts = [a for a in gt_insts if not a.iscrowd]
-    dets = sorted(dets, key=lambda d: -float(d.get("score", 1.0)))
+    dets = sorted(dets, key=lambda d: -_score(d))
     if dets and gts:
-        ious = mask_utils.iou([_to_rle(d["segmentation"], h, w) for d in dets],
-                              [_to_rle(a.segmentation, h, w) for a in gts], [0] * len(gts))
-        ious = np.asarray(ious, float).reshape(len(dets), len(gts))
+        ious = _mask_iou()([_iou_rle(d["segmentation"], h, w) for d in dets],
+                              [_gt_rle(a, h, w, gt_rles) for a in gts], [0] * len(gts))
+        rows = np.asarray(ious, float).reshape(len(dets), len(gts)).tolist()
     else:
-        ious = np.zeros((len(dets), len(gts)))
-    gt_cls = np.array([a.category_id for a in gts])
-    matched = np.zeros(len(gts), bool)
+        rows = [[0.0] * len(gts) for _ in dets]
+    gt_cls = [a.category_id for a in gts]
+    matched = [False] * len(gts)
     out = []
-    for i, d in enumerate(dets):
-        same = gt_cls == int(d["category_id"])
-        row = ious[i]
-        cand = np.where(same & ~matched & (row >= iou))[0]
-        if cand.size:
-            j = int(cand[np.argmax(row[cand])])
-            matched[j] = True
-            out.append((d, "tp", j, float(row[j])))
-            continue
-        cand = np.where(same & (row >= iou))[0]
-        if cand.size:
-            j = int(cand[np.argmax(row[cand])])
-            out.append((d, "duplicate", j, float(row[j])))
-            continue
-        cand = np.where(~same & (row >= iou))[0]
-        if cand.size:
-            j = int(cand[np.argmax(row[cand])])
-            out.append((d, "wrong_class", j, float(row[j])))
-            continue
-        cand = np.where(same & (row >= poor_iou))[0]
-        if cand.size:
-            j = int(cand[np.argmax(row[cand])])
-            out.append((d, "poor_mask", j, float(row[j])))
-            continue
-        out.append((d, "background", None, float(row.max()) if row.size else 0.0))
+    for d, row in zip(dets, rows):
+        c = int(d["category_id"])
+        # best (first on ties) GT: unmatched same class >= iou, same class >= iou, other class >= iou,
+        # same class >= poor_iou
+        best = [-1, -1, -1, -1]
+        for j, v in enumerate(row):
+            if gt_cls[j] == c:
+                if v >= iou:
+                    if not matched[j] and (best[0] < 0 or v > row[best[0]]):
+                        best[0] = j
+                    if best[1] < 0 or v > row[best[1]]:
+                        best[1] = j
+                if v >= poor_iou and (best[3] < 0 or v > row[best[3]]):
+                    best[3] = j
+            elif v >= iou and (best[2] < 0 or v > row[best[2]]):
+                best[2] = j
+        for kind, j in zip(("tp", "duplicate", "wrong_class", "poor_mask"), best):
+            if j >= 0:
+                if kind == "tp":
+                    matched[j] = True
+                out.append((d, kind, j, row[j]))
+                break
+        else:
+            out.append((d, "background", None, max(row) if row else 0.0))
     missed = [j for j in range(len(gts)) if not matched[j]]
     return out, missed, gts
 
 
-def error_breakdown(gt: Dataset, dets: list[dict], score_threshold: float = 0.5, iou: float = 0.5,
-                    poor_iou: float = 0.1) -> tuple[list[ImageErrors], np.ndarray, list[str]]:
-    """Per-image error counts and the confusion matrix (GT rows × predicted columns, background last)."""
+def _default_thresholds():
+    return np.round(np.arange(0.05, 1.0, 0.05), 2)
+
+
+def analyse(gt: Dataset, dets: list[dict], score_threshold: float = 0.5, thresholds=None, iou: float = 0.5,
+            poor_iou: float = 0.1, gt_rles: dict | None = None) -> tuple[list[ImageErrors], np.ndarray, list[str], dict]:
+    """``error_breakdown`` at ``score_threshold`` and ``threshold_sweep`` over ``thresholds`` from
+    one matching pass: (per-image errors, confusion matrix, its labels, the sweep).
+
+    Greedy matching in score order: a detection's outcome depends only on higher-scored ones, so
+    one pass at the lowest threshold gives the outcome at every threshold (``match_image``, which
+    also explains ``gt_rles``)."""
+    thresholds = _default_thresholds() if thresholds is None else np.asarray(thresholds, float)
+    lo = min([score_threshold, *thresholds.tolist()])
     cats = [c.id for c in gt.categories]
     idx = {c: i for i, c in enumerate(cats)}
     names = [c.name for c in gt.categories] + ["background"]
     bg = len(cats)
     cm = np.zeros((bg + 1, bg + 1), int)
-    by_img = _group([d for d in dets if float(d.get("score", 1.0)) >= score_threshold])
+    by_img = _group([d for d in dets if _score(d) >= lo])
     per_image = []
+    scores, is_tp = [], []
     for im, insts in gt.iter_images():
-        res, missed, gts = match_image(insts, by_img.get(im.id, []), im.height, im.width, iou, poor_iou)
+        res, _, gts = match_image(insts, by_img.get(im.id, []), im.height, im.width, iou, poor_iou, gt_rles)
         e = ImageErrors(im.id, im.file_name)
         wrong_gt = set()
+        matched = set()
         for d, kind, j, v in res:
+            s = _score(d)
+            scores.append(s)
+            is_tp.append(kind == "tp")
+            if s < score_threshold:
+                continue  # in the sweep only; the breakdown's detections are a prefix of res
             e.counts[kind] += 1
-            e.detections.append({"category_id": int(d["category_id"]), "score": float(d.get("score", 1.0)),
+            e.detections.append({"category_id": int(d["category_id"]), "score": s,
                                  "kind": kind, "gt_id": gts[j].id if j is not None else None, "iou": v})
             p = idx.get(int(d["category_id"]), bg)
             if kind == "tp":
+                matched.add(j)
                 cm[idx[gts[j].category_id], p] += 1
             elif kind == "wrong_class":
                 cm[idx[gts[j].category_id], p] += 1
                 wrong_gt.add(j)
             else:  # duplicate, poor mask and background detections are false positives
                 cm[bg, p] += 1
-        for j in missed:
+        for j in range(len(gts)):
+            if j in matched:
+                continue
             e.counts["missed"] += 1
             e.missed_gt.append(gts[j].id)
             if j not in wrong_gt:
                 cm[idx[gts[j].category_id], bg] += 1
         per_image.append(e)
+    n_gt = sum(1 for a in gt.instances if not a.iscrowd)
+    return per_image, cm, names, _sweep(np.asarray(scores, float), np.asarray(is_tp, bool), n_gt, thresholds)
+
+
+def error_breakdown(gt: Dataset, dets: list[dict], score_threshold: float = 0.5, iou: float = 0.5,
+                    poor_iou: float = 0.1) -> tuple[list[ImageErrors], np.ndarray, list[str]]:
+    """Per-image error counts and the confusion matrix (GT rows × predicted columns, background last)."""
+    per_image, cm, names, _ = analyse(gt, dets, score_threshold, [], iou, poor_iou)
     return per_image, cm, names
 
 
 def threshold_sweep(gt: Dataset, dets: list[dict], thresholds=None, iou: float = 0.5) -> dict:
     """Precision, recall and F1 of mask matches at each score threshold (one matching pass)."""
-    thresholds = np.round(np.arange(0.05, 1.0, 0.05), 2) if thresholds is None else np.asarray(thresholds)
-    by_img = _group(dets)
-    n_gt = sum(1 for a in gt.instances if not a.iscrowd)
-    # Greedy matching in score order: a detection's outcome depends only on higher-scored ones, so
-    # one pass at the lowest threshold gives the outcome at every threshold.
-    scores, is_tp = [], []
-    lo = float(thresholds.min())
-    for im, insts in gt.iter_images():
-        dd = [d for d in by_img.get(im.id, []) if float(d.get("score", 1.0)) >= lo]
-        res, _, _ = match_image(insts, dd, im.height, im.width, iou)
-        for d, kind, _, _ in res:
-            scores.append(float(d.get("score", 1.0)))
-            is_tp.append(kind == "tp")
-    scores = np.asarray(scores)
-    is_tp = np.asarray(is_tp, bool)
+    thresholds = _default_thresholds() if thresholds is None else np.asarray(thresholds, float)
+    lo = float(thresholds.min()) if thresholds.size else 1.0
+    return analyse(gt, dets, lo, thresholds, iou)[3]
+
+
+def _sweep(scores: np.ndarray, is_tp: np.ndarray, n_gt: int, thresholds: np.ndarray) -> dict:
     prec, rec, f1 = [], [], []
     for t in thresholds:
         keep = scores >= t

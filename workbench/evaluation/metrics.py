@@ -42,10 +42,6 @@ def load_detections(predictions: Any, dataset: Dataset | None = None) -> list[di
         return data
     by_path: dict[str, int] = {}
     by_name: dict[str, list[int]] = {}
-    if dataset is not None:
-        for im in dataset.images:
-            by_path[str(Path(dataset.image_path(im)).resolve())] = im.id
-            by_name.setdefault(Path(im.file_name).name, []).append(im.id)
     out: list[dict] = []
     for p in predictions:
         if isinstance(p, dict):
@@ -54,6 +50,10 @@ def load_detections(predictions: Any, dataset: Dataset | None = None) -> list[di
             image_id = getattr(p, "image_id", None)
             path = getattr(p, "input_path", None)
             if image_id is None and path is not None and dataset is not None:
+                if not by_path:  # built on first need: resolving every image path is not free
+                    for im in dataset.images:
+                        by_path[str(Path(dataset.image_path(im)).resolve())] = im.id
+                        by_name.setdefault(Path(im.file_name).name, []).append(im.id)
                 image_id = by_path.get(str(Path(path).resolve()))
                 if image_id is None:
                     ids = by_name.get(Path(path).name, [])
@@ -134,24 +134,54 @@ def _fresh(gt_dict: dict, dets: list[dict]) -> tuple[dict, list[dict]]:
              "annotations": [dict(a) for a in gt_dict["annotations"]]}, [dict(d) for d in dets])
 
 
+def _shared_detections(dets: list[dict], iou_types) -> bool:
+    """Whether ``_normalise`` gives every IoU type the same list, so that one results index
+    (``loadRes``) serves them all: every detection has a segmentation, and a bbox too when the first
+    one has (the box branch). True for what ``predict`` writes (masks, with or without boxes)."""
+    if len(set(iou_types)) < 2 or not dets:
+        return False
+    box_branch = "bbox" in dets[0] and dets[0]["bbox"] != []
+    return all("segmentation" in d and (not box_branch or "bbox" in d) for d in dets)
+
+
+def _fast_index(gt_dict: dict, dets: list[dict]):
+    """faster-coco-eval's (gt, results) indexes of fresh copies; results None when there are none."""
+    from faster_coco_eval import COCO
+
+    gt_dict, dets = _fresh(gt_dict, dets)
+    coco_gt = COCO(gt_dict)
+    return coco_gt, (coco_gt.loadRes(dets) if dets else None)
+
+
+def _fast_eval(coco_gt, coco_dt, iou_type: str):
+    """COCOeval_faster on prebuilt indexes; evaluating bbox and segm on the same pair is what
+    faster-coco-eval (and pycocotools) users do: ``_prepare`` only adds keys (RLE, ignore flags)
+    that the other IoU type does not read or sets them again."""
+    from faster_coco_eval import COCOeval_faster
+
+    if coco_dt is None:
+        return None
+    ev = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lambda *a, **k: None)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return _arrays(ev)
+
+
+def _arrays(ev):
+    return (np.asarray(ev.stats[:12], float), np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"]),
+            list(ev.params.catIds), ev.params)
+
+
 def _run_cocoeval(gt_dict: dict, dets: list[dict], iou_type: str, backend: str):
     """Return (stats[12], precision[T,R,K,A,M], recall[T,K,A,M], cat_ids, params)."""
-    gt_dict, dets = _fresh(gt_dict, dets)
     if backend == "fast":
-        from faster_coco_eval import COCO, COCOeval_faster
-
-        coco_gt = COCO(gt_dict)
-        coco_dt = coco_gt.loadRes(dets) if dets else COCO()
-        if not dets:
-            return None
-        ev = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lambda *a, **k: None)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    elif backend == "pycocotools":
+        return _fast_eval(*_fast_index(gt_dict, dets), iou_type)
+    if backend == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
+        gt_dict, dets = _fresh(gt_dict, dets)
         with contextlib.redirect_stdout(io.StringIO()):
             coco_gt = COCO()
             coco_gt.dataset = gt_dict
@@ -163,10 +193,8 @@ def _run_cocoeval(gt_dict: dict, dets: list[dict], iou_type: str, backend: str):
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-    else:
-        raise ValueError(f"unknown evaluation backend {backend!r} (fast, pycocotools, auto)")
-    return (np.asarray(ev.stats[:12], float), np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"]),
-            list(ev.params.catIds), ev.params)
+        return _arrays(ev)
+    raise ValueError(f"unknown evaluation backend {backend!r} (fast, pycocotools, auto)")
 
 
 def _per_class(precision: np.ndarray, recall: np.ndarray, cat_ids: list[int], names: dict[int, str]) -> dict:
@@ -218,8 +246,13 @@ def coco_metrics(gt: Dataset, predictions: Any, iou_types: Iterable[str] = IOU_T
                          f"(dataset: {sorted(known)}); model and dataset classes do not match")
     gt_dict = _gt_dict(gt)
     out: dict = {"backend": backend, "num_images": len(gt.images), "num_detections": len(dets)}
+    iou_types = tuple(iou_types)
+    shared = None
+    if backend == "fast" and _shared_detections(dets, iou_types):
+        # one gt index and one results index for every IoU type (the normalised lists are equal)
+        shared = _fast_index(gt_dict, _normalise(dets, gt, iou_types[0]))
     for t in iou_types:
-        res = _run_cocoeval(gt_dict, _normalise(dets, gt, t), t, backend)
+        res = _fast_eval(*shared, t) if shared else _run_cocoeval(gt_dict, _normalise(dets, gt, t), t, backend)
         if res is None:
             out[t] = {**dict.fromkeys(STAT_NAMES, 0.0), "per_class": {n: {"category_id": c, "AP": 0.0, "AP50": 0.0,
                                                                         "AR100": 0.0} for c, n in names.items()}}
@@ -228,6 +261,10 @@ def coco_metrics(gt: Dataset, predictions: Any, iou_types: Iterable[str] = IOU_T
         m = {k: _stat(v) for k, v in zip(STAT_NAMES, stats)}
         m["per_class"] = _per_class(precision, recall, cat_ids, names)
         if keep_arrays:
+            if shared and t == "segm":
+                # the ground-truth RLEs faster-coco-eval made for segm (byte-identical to pycocotools'
+                # frPyObjects + merge): the error analysis reuses them instead of converting again
+                m["_gt_rles"] = {aid: a["rle"] for aid, a in shared[0].anns.items() if a.get("rle") is not None}
             m["_precision"] = precision
             m["_recall"] = recall
             m["_cat_ids"] = cat_ids

@@ -148,6 +148,109 @@ def score_histogram(results: Sequence, threshold: float | None = None):
     return fig
 
 
+# --------------------------------------------------------------------------- evaluation (plain specs)
+def evaluation_figure_specs(result: dict) -> dict[str, dict]:
+    """The analysis of an ``evaluate_result.json`` (its dict) as plain plotly figure specs
+    (``{"data": [...], "layout": {...}}``, JSON-ready, no plotly import): PR curves per class and
+    IoU, the mask confusion matrix, errors by kind and the score-threshold sweep.
+
+    ``go.Figure(spec)`` makes the notebook figure (``evaluation.analysis_figures``); the report's
+    HTML hands the same specs to plotly.js (``evaluation_html``), so both show the same plots."""
+    a = result.get("analysis") or {}
+    figs: dict[str, dict] = {}
+
+    def layout(title, height, **kw):
+        return {"title": {"text": title}, "template": "plotly_white", "height": height, **kw}
+
+    def axis(title=None, **kw):
+        return {**({"title": {"text": title}} if title else {}), **kw}
+
+    pr = a.get("pr_curves")
+    if pr:
+        data = [{"type": "scatter", "x": pr["recall"], "y": p, "mode": "lines", "name": f"{cname} @ {label}",
+                 "visible": True if label == "IoU 0.50" else "legendonly"}
+                for label, per_class in pr["curves"].items() for cname, p in per_class.items() if p is not None]
+        figs["pr_curves"] = {"data": data, "layout": layout(
+            "Precision-recall per class (mask)", 420, xaxis=axis("recall", range=[0, 1]),
+            yaxis=axis("precision", range=[0, 1.02]))}
+    cm = a.get("confusion_matrix")
+    if cm:
+        z, labels = cm["matrix"], cm["labels"]
+        figs["confusion_matrix"] = {
+            "data": [{"type": "heatmap", "z": z, "x": labels, "y": labels, "colorscale": "Blues", "text": z,
+                      "texttemplate": "%{text}", "hovertemplate": "GT %{y} → pred %{x}: %{z}"}],
+            "layout": layout(f"Mask confusion matrix at score ≥ {a.get('score_threshold')} (rows: ground truth, "
+                             "columns: prediction)", 420, xaxis=axis("predicted"),
+                             yaxis=axis("ground truth", autorange="reversed"))}
+    if a.get("errors"):
+        errs = {k: v for k, v in a["errors"].items() if k != "tp"}
+        figs["error_breakdown"] = {
+            "data": [{"type": "bar", "x": list(errs), "y": list(errs.values())}],
+            "layout": layout(f"Errors by kind, all images (correct matches: {a['errors'].get('tp', 0)})", 360)}
+    sw = a.get("threshold_sweep")
+    if sw and sw.get("thresholds"):
+        figs["threshold_sweep"] = {
+            "data": [{"type": "scatter", "x": sw["thresholds"], "y": sw[k], "name": k, "mode": "lines+markers"}
+                     for k in ("precision", "recall", "f1")],
+            "layout": layout(f"Score threshold sweep (best F1 {sw['best_f1']:.3f} at {sw['best_threshold']})", 360,
+                             xaxis=axis("score threshold"), yaxis=axis(range=[0, 1.02]))}
+    return figs
+
+
+def plotly_js_path():
+    """The plotly.js bundled with the plotly package (found without importing plotly), or None."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+    return p if p.is_file() else None
+
+
+def _template(name: str) -> dict | None:
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "templates" / f"{name}.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+
+def figures_html(specs: dict[str, dict], plotly_src: str = "plotly.min.js") -> str:
+    """HTML that draws ``specs`` (``evaluation_figure_specs``) with plotly.js loaded from
+    ``plotly_src`` (a path relative to the page: no network needed). Templates named in a layout
+    are inlined from the plotly package's data files, once each."""
+    import html
+    import json
+
+    if not specs:
+        return ""
+    templates: dict[str, dict | None] = {}
+    figs = []
+    for name, spec in specs.items():
+        lay = dict(spec.get("layout", {}))
+        t = lay.pop("template", None)
+        if isinstance(t, str) and t not in templates:
+            templates[t] = _template(t)
+        figs.append({"id": f"fig-{name}", "data": spec.get("data", []), "layout": lay,
+                     "template": t if isinstance(t, str) else None})
+    divs = "\n".join(f'<div id="{html.escape(f["id"])}" style="width:100%;height:{int(f["layout"].get("height", 400))}px">'
+                     "</div>" for f in figs)
+    payload = json.dumps({"templates": templates, "figures": figs}, ensure_ascii=False).replace("</", "<\\/")
+    return (f'{divs}\n<script src="{html.escape(plotly_src)}" charset="utf-8"></script>\n<script>\n'
+            f"(function () {{ var P = {payload};\n"
+            "  if (typeof Plotly === 'undefined') { return; }\n"
+            "  P.figures.forEach(function (f) {\n"
+            "    if (f.template && P.templates[f.template]) { f.layout.template = P.templates[f.template]; }\n"
+            "    Plotly.newPlot(f.id, f.data, f.layout, {responsive: true});\n"
+            "  });\n})();\n</script>")
+
+
 # --------------------------------------------------------------------------- PNG (matplotlib)
 def save_bar_png(path, series: dict[str, dict[str, int | float]], title: str, ylabel: str = "count") -> None:
     """A grouped bar chart as PNG (matplotlib, no browser needed)."""
