@@ -4,6 +4,12 @@
 n, device)`` runs ``fn(job)`` in this process (``n == 1``) or in ``n`` spawned processes joined in one
 ``torch.distributed`` group (NCCL on GPUs, gloo on the CPU) and returns what the main process's
 ``fn`` returned, read back from the run directory's ``train_result.json``.
+
+Started by ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``, e.g. ``srun`` with those exported), ``launch`` spawns nothing:
+this process joins that job's group (``env://``; NCCL on GPUs — each process on GPU ``LOCAL_RANK`` —,
+gloo on the CPU), so one training can span machines. Rank 0 alone writes the run directory and
+evaluates; the other ranks wait for it at every evaluation.
 """
 
 from __future__ import annotations
@@ -37,8 +43,32 @@ def resolve_device(device: str | None) -> str:
     return d
 
 
+ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def external_group() -> dict | None:
+    """The process group an outside launcher (``torchrun``, SLURM) describes in the environment:
+    ``{"rank", "world", "local_rank", "local_world"}``, or ``None`` when not started that way."""
+    env = os.environ
+    if not all(k in env for k in ENV_KEYS):
+        return None
+    world = int(env["WORLD_SIZE"])
+    return {"rank": int(env["RANK"]), "world": world, "local_rank": int(env["LOCAL_RANK"]),
+            "local_world": int(env.get("LOCAL_WORLD_SIZE", world))}
+
+
+def local_rank() -> int:
+    """This process's index on its machine (its GPU)."""
+    ext = external_group()
+    return ext["local_rank"] if ext else dist_info()[0]
+
+
 def num_processes(device: str | None, requested: int = 1) -> int:
-    """Processes to train with: ``requested`` if > 1, else one per GPU listed in ``gpu:0,1``."""
+    """Processes to train with: the outside launcher's world size when there is one, else
+    ``requested`` if > 1, else one per GPU listed in ``gpu:0,1``."""
+    ext = external_group()
+    if ext is not None:
+        return ext["world"]
     if int(requested) > 1:
         return int(requested)
     d = str(device or "").lower()
@@ -89,6 +119,9 @@ def launch(
     worker_init: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run ``fn(job)`` in ``n`` processes; return the run's ``train_result.json``."""
+    ext = external_group()
+    if ext is not None and ext["world"] > 1:
+        return _join(fn, job, device, output, worker_init, ext)
     if int(n) <= 1:
         return fn(job)
     import torch
@@ -111,3 +144,31 @@ def launch(
             f"a training process failed: {err or e} (log: {Path(output) / 'train.log'})"
         ) from None
     return json.loads(result_path.read_text())
+
+
+def _join(fn: Callable, job: Any, device: str, output: str | os.PathLike, init: Callable | None, ext: dict) -> dict:
+    """``fn(job)`` as one rank of the outside launcher's group; rank 0 returns ``train_result.json``,
+    the others it too when the run directory is on a shared file system, else what they know."""
+    import torch
+    import torch.distributed as dist
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(ext["local_rank"])
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://")
+    try:
+        if init is not None:
+            init(ext["rank"], ext["world"])
+        res = fn(job)
+    finally:
+        if created:
+            dist.destroy_process_group()
+    if res is not None:
+        return res
+    result_path = Path(output) / "train_result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    return {"rank": ext["rank"], "world_size": ext["world"], "paths": {},
+            "note": "rank 0 writes the run directory (on another machine)"}

@@ -98,7 +98,8 @@ class BaseTrainer(ABC):
         return cls(job).train()
 
     def train(self) -> dict | None:
-        self.run.make()
+        if self.main:  # rank 0 alone writes the run directory
+            self.run.make()
         with self.run.logging_to_file(self.loggers, enabled=self.main):
             if self.main:
                 self._mark_previous_run()

@@ -268,11 +268,19 @@ class Detectron2Trainer(BaseTrainer):
 
     @staticmethod
     def worker_init(rank: int, world: int) -> None:
-        """Detectron2's ``comm`` wants its local process group (one machine: every rank)."""
+        """Detectron2's ``comm`` wants its local process group: the ranks on this machine
+        (``LOCAL_WORLD_SIZE`` of them under torchrun; every rank when the workbench spawned them)."""
+        import os
+
         import torch.distributed as dist
 
         import_detectron2()
-        comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world)))
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        for first in range(0, world, per_machine):  # every rank creates every group (a collective call)
+            ranks = list(range(first, min(first + per_machine, world)))
+            group = dist.new_group(ranks)
+            if rank in ranks:
+                comm._LOCAL_PROCESS_GROUP = group
         comm.synchronize()
 
     @property

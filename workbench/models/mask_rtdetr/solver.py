@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ...engine import rng
+from ...engine.launcher import local_rank
 from ...engine.trainer import BaseTrainer
 from ...engine.weights import LoadReport, load_matching
 from .names import CLASS_SPECIFIC, MULTI_SCALE_640
@@ -41,7 +42,7 @@ class MaskRTDETRTrainer(BaseTrainer):
     def _device(self) -> torch.device:
         d = self.job.device
         if d.startswith("cuda"):
-            dev = torch.device(f"cuda:{self.rank}" if self.world > 1 else (d if ":" in d else "cuda"))
+            dev = torch.device(f"cuda:{local_rank()}" if self.world > 1 else (d if ":" in d else "cuda"))
             torch.cuda.set_device(dev)
             return dev
         return torch.device("cpu")
