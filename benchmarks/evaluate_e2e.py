@@ -14,7 +14,8 @@ process, runs interleaved (ours, faster-coco-eval, pycocotools, ours, ...), medi
 - pycocotools alone: the same with ``pycocotools``.
 
 Each library is imported before timing (a warm-up run of each is not counted), so the times are
-those of a call in a running process; ``--profile`` prints a cProfile of one call of ours instead.
+those of a call in a running process. Printed: the median of the runs and, less sensitive to other
+load on the machine, the best run; ``--profile`` prints a cProfile of one call of ours instead.
 
     python benchmarks/evaluate_e2e.py [--images 100 500 2000] [--runs 5] [--profile]
 """
@@ -121,14 +122,18 @@ def main(argv=None) -> int:
                     f(ds_dir, res, out)
                     times[name].append(time.perf_counter() - t0)
             med = {name: statistics.median(v) for name, v in times.items()}
-            rows.append((n, med))
+            best = {name: min(v) for name, v in times.items()}
+            rows.append((n, med, best))
             print(f"{n} images: " + ", ".join(f"{k} {v:.3f} s" for k, v in med.items()), flush=True)
     if rows:
-        print("\n| images | ours s | faster-coco-eval s | pycocotools s | ours / faster-coco-eval | ours / pycocotools |")
+        print(f"\nmedian of {args.runs} runs (best run in brackets), seconds; ratio: ours / the library alone")
+        print("| images | ours | faster-coco-eval | pycocotools | ours / faster-coco-eval | ours / pycocotools |")
         print("|---|---|---|---|---|---|")
-        for n, med in rows:
+        for n, med, best in rows:
             o, f, p = med["ours"], med["faster-coco-eval"], med["pycocotools"]
-            print(f"| {n} | {o:.3f} | {f:.3f} | {p:.3f} | {o / f:.2f} | {o / p:.2f} |")
+            bo, bf, bp = best["ours"], best["faster-coco-eval"], best["pycocotools"]
+            print(f"| {n} | {o:.3f} ({bo:.3f}) | {f:.3f} ({bf:.3f}) | {p:.3f} ({bp:.3f}) "
+                  f"| {o / f:.2f} ({bo / bf:.2f}) | {o / p:.2f} ({bo / bp:.2f}) |")
     return 0
 
 
