@@ -157,7 +157,9 @@ class MaskRTDETRTransformer(nn.Module):
     def _encoder_input(self, feats):
         proj = [self.input_proj[i](f) for i, f in enumerate(feats)]
         shapes = [(int(p.shape[2]), int(p.shape[3])) for p in proj]
-        memory = torch.cat([p.flatten(2).transpose(1, 2) for p in proj], 1)
+        # permute+reshape instead of flatten(2).transpose(1, 2): the latter makes PyTorch's CPU
+        # BatchNorm backward wrong at batch size 1 (docs/mask_rtdetr.md, "Batch-1 gradients").
+        memory = torch.cat([p.permute(0, 2, 3, 1).reshape(p.shape[0], -1, p.shape[1]) for p in proj], 1)
         return memory, shapes
 
     def generate_anchors(self, spatial_shapes, device, dtype=torch.float32, grid_size: float = 0.05):

@@ -177,7 +177,10 @@ class MaskHybridEncoder(nn.Module):
         proj = [self.input_proj[i](f) for i, f in enumerate(feats)]
         for i, idx in enumerate(self.use_encoder_idx):
             b, c, h, w = proj[idx].shape
-            src = proj[idx].flatten(2).transpose(1, 2)
+            # [B, C, H, W] -> [B, HW, C] by permute+reshape, not flatten(2).transpose(1, 2): with one
+            # image, PyTorch's CPU BatchNorm backward returns wrong gradients when the upstream
+            # gradient comes back through the transpose view (docs/mask_rtdetr.md, "Batch-1 gradients").
+            src = proj[idx].permute(0, 2, 3, 1).reshape(b, h * w, c)
             pos = build_2d_sincos_position_embedding(w, h, self.hidden_dim, self.pe_temperature, src.device)
             mem = self.encoder[i](src, pos.to(src.dtype))
             proj[idx] = mem.transpose(1, 2).reshape(b, self.hidden_dim, h, w)
