@@ -6,6 +6,7 @@ Steps::
     workbench convert LABELME_DIR [--dst DIR] [--labels labels.txt] [--label-order sorted|stable] [--min-val N]
     workbench split DATASET_DIR --train-percent 80 --val-percent 20 [--seed 0] [--min-val N]
     workbench evaluate RESULTS.json DATASET_DIR [--output DIR]
+    workbench pre-label MODEL_DIR IMAGES [--dst LABELME_DIR] [--tolerance 1.0] [--overwrite]
     workbench generate OUT_DIR [--num-train 16 --num-val 4 --size 128 --format coco labelme]
     workbench demo [--output runs/demo]          # the whole pipeline on the bundled demo data
     workbench run-notebook 04_train -p epochs_iters=20 [--output-dir DIR]   # a step notebook, headless
@@ -75,6 +76,24 @@ def _step_main(argv: list[str]) -> int:
     p.add_argument("--output", default="output/evaluate")
     p.add_argument("--score-threshold", type=float, default=0.5)
 
+    p = sub.add_parser("pre-label", help="write LabelMe JSON files from a trained model's predictions "
+                                         "(to correct in labelme, then convert)")
+    p.add_argument("model_dir", help="a run directory, its best_model folder or a weights file")
+    p.add_argument("images", help="an image or a folder of images")
+    p.add_argument("--dst", default=None, help="LabelMe folder to write (default: beside the images)")
+    p.add_argument("--model", default=None, help="model name (default: from the run's config.yaml or the weights)")
+    p.add_argument("--threshold", type=float, default=0.5, help="score threshold of the instances kept")
+    p.add_argument("--mask-threshold", type=float, default=0.5)
+    p.add_argument("--tolerance", type=float, default=1.0,
+                   help="polygon simplification in pixels (approxPolyDP; 0: the exact pixel outline)")
+    p.add_argument("--holes", choices=["cut", "fill"], default="cut",
+                   help="cut holes into the polygon through a zero-width seam, or fill them")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing LabelMe files (the old ones kept as .bak); default: leave them")
+    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--no-recursive", action="store_true", help="a folder's top level only")
+
     p = sub.add_parser("generate", help="write a synthetic shapes dataset")
     p.add_argument("out_dir")
     p.add_argument("--num-train", type=int, default=16)
@@ -126,6 +145,14 @@ def _step_main(argv: list[str]) -> int:
         rep = evaluate(preds, args.dataset, args.output, score_threshold=args.score_threshold)
         print(rep.table("segm"))
         print(f"segm AP {rep['segm']['AP']:.4f}  bbox AP {rep['bbox']['AP']:.4f}; report in {args.output}")
+        return 0
+    if args.step == "pre-label":
+        from .data.prelabel import pre_label_from_dir
+
+        pre_label_from_dir(args.model_dir, args.images, args.dst, model_name=args.model, device=args.device,
+                           threshold=args.threshold, mask_threshold=args.mask_threshold, tolerance=args.tolerance,
+                           holes=args.holes, overwrite=args.overwrite, batch_size=args.batch_size,
+                           recursive=not args.no_recursive)
         return 0
     if args.step == "generate":
         from .data.synthetic import make_shapes_dataset

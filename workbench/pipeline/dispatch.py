@@ -141,6 +141,40 @@ def run_predict(cfg: dict) -> dict:
     return res
 
 
+def resolve_model_dir(model_dir: str, model_name: str | None = None) -> tuple[str, str]:
+    """``(model name, weights)`` for a run directory, its ``best_model`` folder or a weights file
+    (what ``workbench pre-label MODEL_DIR`` is given). A run directory gives its best weights, else
+    ``model_final.pth`` (``RunDir.eval_weights``, as evaluate); a folder or file the weights
+    ``Predict.model_dir`` names (``engine.weights.resolve_weights``). The model name: ``model_name``,
+    else ``Global.model`` of the ``config.yaml`` beside the weights or one folder up, else the
+    ``model_name`` the checkpoint carries."""
+    from ..engine.weights import checkpoint_meta, read_weights_file, resolve_weights
+
+    p = Path(model_dir)
+    run = RunDir(p)
+    if p.is_dir() and (run.best_weights.is_file() or run.final.is_file()):
+        weights = run.eval_weights()
+    else:
+        weights = resolve_weights(p)
+    if model_name:
+        return model_name, str(weights)
+    import yaml
+
+    for cfg_path in (weights.parent / RunDir.CONFIG, weights.parent.parent / RunDir.CONFIG):
+        if cfg_path.is_file():
+            try:
+                name = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("Global", {}).get("model")
+            except yaml.YAMLError:
+                name = None
+            if name:
+                return str(name), str(weights)
+    meta = checkpoint_meta(read_weights_file(weights)) or {}
+    if meta.get("model_name"):
+        return str(meta["model_name"]), str(weights)
+    raise ConfigError(f"{model_dir}: cannot tell which model these weights are for (no config.yaml beside them "
+                      "and no model name in the checkpoint); name it with --model NAME")
+
+
 def run_export(cfg: dict) -> dict:
     """ONNX of the trained model's inference graph (masks included), for families that have one."""
     from ..engine.errors import NotAvailableError
