@@ -207,6 +207,22 @@ class Detectron2Model(BaseModel):
         return self._predictor(list(images), list(paths), threshold=threshold, mask_threshold=mask_threshold,
                                keep_image=keep_image)
 
+    # ------------------------------------------------------------------ export
+    def export(self, path: str | os.PathLike, sample_size: Sequence[int] | None = None, opset: int = 17) -> Path:
+        """ONNX graph (``export.py``): image [3, H, W] RGB 0..255 resized to the test size (H, W
+        dynamic), optional score_threshold -> boxes, scores, classes (0-based), 28x28 mask probs.
+        ``sample_size``: the (H, W) traced (default: the test size, 4:3). The classes, category ids
+        and test size travel in the graph's metadata (``export.predict_onnx`` reads them)."""
+        import copy
+
+        from .export import export_onnx
+
+        net = self.build()
+        net = copy.deepcopy(net.module if hasattr(net, "module") else net).cpu().eval()
+        meta = {"model_name": self.name, "family": self.family,
+                "class_names": list(self.classes.names), "category_ids": [int(c) for c in self.classes.category_ids]}
+        return export_onnx(net, self.cfg, path, sample_size=sample_size, opset=opset, metadata=meta)
+
     # ------------------------------------------------------------------ training
     def train_job(self, dataset_dir: str, output: str, device: str, args: TrainArgs) -> TrainJob:
         o = args.options
