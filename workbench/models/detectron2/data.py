@@ -82,8 +82,9 @@ class StepBatches:
     each process taking every ``world``-th) grouped into batches the way its
     ``AspectRatioGroupedDataset`` groups them (wide and tall images apart) — but computed from the
     images' sizes alone, so skipping the first ``start`` batches reads no image. Each index comes with
-    the seed its augmentation draws from (``SeededMapper``), fixed by (seed, rank, step, slot), so it
-    does not depend on which data-loader worker maps it. Set ``start`` before iterating.
+    the seed its augmentation draws from (``SeededMapper``), fixed by its place in the stream, so it
+    does not depend on which data-loader worker maps it, and N processes of batch B see the images
+    and augmentations one process of batch N x B sees (when all images group alike). Set ``start`` before iterating.
     """
 
     def __init__(self, dicts: list[dict], batch_size: int, seed: int, rank: int = 0, world: int = 1,
@@ -106,19 +107,19 @@ class StepBatches:
             yield from torch.randperm(len(self.wide), generator=g).tolist()
 
     def __iter__(self):
-        import itertools
-
         from ...engine.rng import derived_seed
 
-        buckets: dict[bool, list[int]] = {True: [], False: []}
+        buckets: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
         step = 0
-        for i in itertools.islice(self._indices(), self.rank, None, self.world):
+        for pos, i in enumerate(self._indices()):
+            if pos % self.world != self.rank:
+                continue
             b = buckets[self.wide[i] if self.grouping else True]
-            b.append(i)
+            b.append((i, pos))
             if len(b) < self.batch_size:
                 continue
-            if step >= self.start:
-                yield [(j, derived_seed(self.seed, self.rank, step, slot)) for slot, j in enumerate(b)]
+            if step >= self.start:  # each image's augmentation seeded by its place in the stream
+                yield [(j, derived_seed(self.seed, p)) for j, p in b]
             step += 1
             b.clear()
 
