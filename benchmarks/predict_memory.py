@@ -7,7 +7,10 @@ Each case runs in a fresh subprocess, one after the other (never two at once): b
 
 * ``infer``: ``model.infer([image], threshold=0)`` (what ``model.predict`` runs per image);
 * ``outputs``: then ``areas``, ``to_coco``, ``save_to_json`` and ``save_to_img`` of that ``Result``;
-* ``predict`` (reported): the larger of the two (the peak of predicting and saving one image).
+* ``added`` (reported): the larger of the two (the peak of predicting and saving one image).
+
+By default a warm-up prediction on a 320x320 crop runs first, so the network's one-off
+allocations are in "loaded"; ``--cold`` skips it (the first prediction's cost).
 
 100 detections: the models are random-init with ``threshold=0``; Detectron2 with
 ``MODEL.ROI_HEADS.SCORE_THRESH_TEST=0`` (``TEST.DETECTIONS_PER_IMAGE`` stays 100), Mask-RT-DETR
@@ -76,7 +79,7 @@ def _build(family: str):
     return m
 
 
-def run_case(family: str, size: str, mode: str) -> dict:
+def run_case(family: str, size: str, mode: str, warmup: bool = True) -> dict:
     import numpy as np
     import torch
 
@@ -84,11 +87,12 @@ def run_case(family: str, size: str, mode: str) -> dict:
     w, h = (int(v) for v in size.split("x"))
     model = _build(family)
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    with torch.no_grad():  # warm-up on a small image: one-off allocations are not the prediction's
-        model.infer([image[:320, :320].copy()], [None], threshold=0.0)
+    if warmup:  # warm-up on a small image: one-off allocations are not the prediction's
+        with torch.no_grad():
+            model.infer([image[:320, :320].copy()], [None], threshold=0.0)
     import workbench
 
-    info: dict = {"family": family, "model": model.name, "size": size, "mode": mode,
+    info: dict = {"family": family, "model": model.name, "size": size, "mode": mode, "warmup": warmup,
                   "code": os.path.dirname(os.path.dirname(workbench.__file__))}
     steps: dict = {}
     if mode == "workbench":
@@ -154,11 +158,14 @@ def main(argv=None) -> int:
     ap.add_argument("--code", default=None, help="a folder holding the workbench package to measure")
     ap.add_argument("--case", nargs=3, metavar=("FAMILY", "SIZE", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--cold", action="store_true",
+                    help="no warm-up prediction: 'loaded' is right after building the model, so the first "
+                         "forward pass's one-off allocations count as added")
     a = ap.parse_args(argv)
     if a.code:
         sys.path.insert(0, os.path.abspath(a.code))
     if a.case:
-        print("RESULT " + json.dumps(run_case(*a.case)), flush=True)
+        print("RESULT " + json.dumps(run_case(*a.case, warmup=not a.cold)), flush=True)
         return 0
     rows = []
     for fam in a.families:
@@ -169,6 +176,8 @@ def main(argv=None) -> int:
                 cmd = [sys.executable, os.path.abspath(__file__), "--case", fam, size, mode]
                 if a.code:
                     cmd += ["--code", a.code]
+                if a.cold:
+                    cmd += ["--cold"]
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
                 if p.returncode or not line:

@@ -31,6 +31,24 @@ def _crop(mask) -> tuple[int, int, np.ndarray]:
     return tight_crop(np.asarray(mask).astype(bool, copy=False))
 
 
+def _blend(region: np.ndarray, mask: np.ndarray, color: np.ndarray, alpha: float, rows: int = 256) -> None:
+    """``region[mask] = region * (1 - alpha) + color * alpha`` (float32, truncated to uint8), in
+    bands of ``rows`` rows: no gather of the masked pixels, memory one band's float copy."""
+    import cv2
+
+    plane = np.tile(color * alpha, (min(rows, len(region)), region.shape[1], 1))  # contiguous: a fast add
+    for r0 in range(0, len(region), rows):
+        sub, m = region[r0:r0 + rows], mask[r0:r0 + rows]
+        if not m.any():
+            continue
+        block = np.ascontiguousarray(sub)
+        mixed = block.astype(np.float32)
+        mixed *= 1 - alpha
+        mixed += plane[:len(sub)]
+        mixed = np.clip(mixed, 0, 255, out=mixed).astype(np.uint8)
+        sub[...] = cv2.copyTo(mixed, np.ascontiguousarray(m).view(np.uint8), block)  # the masked pixels only
+
+
 # complexity: one independent branch per drawing option
 def draw_instances(image: np.ndarray, masks=None, boxes: np.ndarray | None = None,  # noqa: C901
                    class_ids: Sequence[int] | None = None, labels: Sequence[str] | None = None,
@@ -67,12 +85,12 @@ def draw_instances(image: np.ndarray, masks=None, boxes: np.ndarray | None = Non
                 mask_boxes[i] = [x0 + int(xx[0]), y0 + int(yy[0]), x0 + int(xx[-1]) + 1, y0 + int(yy[-1]) + 1]
             if not show_masks:
                 continue
-            color = np.array(class_color(class_ids[i]), np.float32)
-            region = out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]]
-            region[m] = (region[m].astype(np.float32) * (1 - alpha) + color * alpha).clip(0, 255).astype(np.uint8)
+            _blend(out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]], m, np.array(class_color(class_ids[i]), np.float32),
+                   alpha)
             if contour:  # drawn after every fill, as before; the crop padded so borders trace alike
-                cs, _ = cv2.findContours(np.pad(m.astype(np.uint8), 1), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                         offset=(x0 - 1, y0 - 1))
+                padded = np.zeros((m.shape[0] + 2, m.shape[1] + 2), np.uint8)
+                padded[1:-1, 1:-1] = m
+                cs, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0 - 1, y0 - 1))
                 contours.append((i, cs))
         for i, cs in contours:
             cv2.drawContours(out, cs, -1, class_color(class_ids[i]), 1, lineType=cv2.LINE_AA)
