@@ -30,3 +30,15 @@ def test_onnx_matches_pytorch(tmp_path):
     np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-2)
     assert a["masks"].shape == b["masks"].shape == (20, 120, 150)
     assert (a["masks"] != b["masks"]).mean() < 1e-3
+
+
+def test_onnx_other_size_is_a_clear_error(tmp_path):
+    """The graph's input size is fixed (anchors and level shapes are traced as constants): another
+    size is an error naming the exported one, before onnxruntime runs."""
+    torch.manual_seed(0)
+    model = build_mask_rtdetr("S", num_classes=2, num_queries=20, num_decoder_layers=1).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", image_size=96, num_top_queries=10)
+    scores, *_ = run_onnx_raw(path, np.random.rand(1, 3, 96, 96).astype(np.float32))
+    assert scores.shape == (1, 10)
+    with pytest.raises(ValueError, match="exported for 96x96"):
+        run_onnx_raw(path, np.random.rand(1, 3, 128, 128).astype(np.float32))

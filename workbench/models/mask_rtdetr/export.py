@@ -31,7 +31,10 @@ class ExportWrapper(nn.Module):
 
 def export_onnx(model: nn.Module, path: str | Path, image_size: int = 640, num_top_queries: int = 100,
                 opset: int = 17, batch_size: int = 1) -> Path:
-    """Export with a fixed input size (anchors and position embeddings are baked in)."""
+    """Export with a fixed input size: the decoder's anchors, the deformable attention's level
+    shapes and the encoder's position embeddings are computed from Python ints of the feature-map
+    sizes (``int(p.shape[2])`` in ``decoder.py``), so the trace bakes them in for ``image_size``;
+    ``run_onnx_raw`` names that size when given another (``predict_onnx`` resizes to it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportWrapper(model, num_top_queries).eval()
@@ -50,6 +53,11 @@ def run_onnx_raw(path_or_session, images: np.ndarray):
     sess = path_or_session
     if not isinstance(sess, ort.InferenceSession):
         sess = ort.InferenceSession(str(path_or_session), providers=["CPUExecutionProvider"])
+    want = sess.get_inputs()[0].shape  # [B, 3, S, S], fixed at export
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(want[1:]):
+        raise ValueError(f"this Mask-RT-DETR graph was exported for {want[2]}x{want[3]} inputs "
+                         f"([B, 3, {want[2]}, {want[3]}]; the size is fixed at export), got shape {tuple(images.shape)}: "
+                         f"resize to {want[2]}x{want[3]} (predict_onnx does) or export again with image_size=...")
     return sess.run(None, {"images": images.astype(np.float32)})
 
 
