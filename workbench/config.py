@@ -56,11 +56,14 @@ SCHEMA: dict[str, tuple[tuple, tuple | None, Any]] = {
     "Evaluate.weight_path": ((str, type(None)), None, None),
     "Evaluate.batch_size": ((int,), None, 1),
     "Predict.model_dir": ((str, type(None)), None, None),
-    "Predict.input": ((str, type(None)), None, None),
+    "Predict.input": ((str, int, type(None)), None, None),  # an int: a camera index
     "Predict.batch_size": ((int,), None, 1),
     "Predict.threshold": (_NUM, None, 0.5),
     "Predict.mask_threshold": (_NUM, None, 0.5),
     "Predict.recursive": ((bool,), None, True),  # a folder input: its subfolders too
+    "Predict.frame_stride": ((int,), None, 1),  # a video input: every N-th frame
+    "Predict.start_s": ((int, float, type(None)), None, None),  # a video input: from this second
+    "Predict.end_s": ((int, float, type(None)), None, None),  # a video input: up to this second
 }
 SECTIONS = ("Global", "CheckDataset", "Train", "Evaluate", "Predict")
 

@@ -1,6 +1,9 @@
-"""What ``predict`` accepts, for every model family: a path, a folder, a list of them, a numpy
-RGB array or a PIL image. Every one becomes RGB uint8 the same way (``data.dataset.read_image_rgb``
-for files: 16-bit and float images are scaled by their own range, never clipped to white).
+"""What ``predict`` accepts, for every model family: a path, a folder, an http(s) URL of an image, a
+video file or a camera index (``engine.video``), a numpy RGB array, a PIL image, or a list mixing
+them. Every image becomes RGB uint8 the same way (``data.dataset.read_image_rgb`` for files: 16-bit
+and float images are scaled by their own range, never clipped to white). A URL is downloaded once
+into the cache (``<cache>/inputs``, as weights are: atomic, size-checked, a progress bar) and read
+from there; offline, the error names the URL.
 
 Folders are searched recursively by default (``find_images``); their images come in a stable
 order, sorted by the path relative to the folder. Each input gets an output stem
@@ -51,6 +54,7 @@ class PredictInput:
     item: Any
     stem: str
     skippable: bool
+    kind: str = "image"  # or "video" (a video file or a camera index: one Result per frame)
 
 
 def expand_inputs(inputs: Any, recursive: bool = True) -> Iterable[Any]:
@@ -62,6 +66,13 @@ def expand_inputs(inputs: Any, recursive: bool = True) -> Iterable[Any]:
 def predict_inputs(inputs: Any, recursive: bool = True, _in_list: bool = False) -> list[PredictInput]:
     """``inputs`` as a list of ``PredictInput`` (folders expanded, ``find_images``); a missing path
     or a folder without images is a ``FileNotFoundError`` naming it."""
+    from .video import is_camera, is_video_path
+
+    if is_camera(inputs):
+        return [PredictInput(inputs, f"camera{inputs}", False, "video")]
+    if isinstance(inputs, str) and inputs.startswith(("http://", "https://")):
+        local = fetch_url(inputs)
+        return [PredictInput(local, local.stem, _in_list, "video" if is_video_path(local) else "image")]
     if isinstance(inputs, (str, os.PathLike)):
         p = Path(inputs)
         if p.is_dir():
@@ -71,12 +82,21 @@ def predict_inputs(inputs: Any, recursive: bool = True, _in_list: bool = False) 
                 raise FileNotFoundError(f"{p}: no images ({', '.join(IMAGE_EXTS)}) in {where}")
             return [PredictInput(f, f.relative_to(p).with_suffix("").as_posix(), True) for f in files]
         if p.is_file():
-            return [PredictInput(p, p.stem, _in_list)]
+            return [PredictInput(p, p.stem, _in_list, "video" if is_video_path(p) else "image")]
         raise FileNotFoundError(f"{p}: no such image file or folder")
     if isinstance(inputs, (list, tuple)):
         return [y for x in inputs for y in predict_inputs(x, recursive, _in_list=True)]
     name = getattr(inputs, "filename", None)
     return [PredictInput(inputs, Path(name).stem if isinstance(name, str) and name else "image", False)]
+
+
+def fetch_url(url: str, timeout: float = 30.0) -> Path:
+    """The cached local copy of the image/video at ``url`` (downloaded the first time)."""
+    from .errors import DatasetError
+    from .weights import cache_dir, download
+
+    return download(url, timeout, cache=cache_dir().parent / "inputs", what="the input", error=DatasetError,
+                    hint="Download it elsewhere and pass the local file as the input instead")
 
 
 def output_stems(stems: Iterable[str]) -> list[str]:

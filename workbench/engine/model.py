@@ -53,6 +53,7 @@ class Predictions(Iterator):
     def __init__(self, start):
         self.failed: list[dict] = []
         self.num_inputs: int | None = None
+        self.fps: float | None = None  # frames per second of the predicted frames (a video input)
         self._it = start(self)
 
     def __iter__(self) -> Predictions:
@@ -63,6 +64,21 @@ class Predictions(Iterator):
 
     def close(self) -> None:
         self._it.close()
+
+    def save_to_video(self, save_path: str | os.PathLike, fps: float | None = None, json_path=None, **draw_kwargs):
+        """Draw the remaining ``Result``s (one at a time) into an overlay video, at ``fps`` (default:
+        the input video's frame rate divided by the frame stride); ``json_path``: also one JSON line
+        per frame. Returns the video's path."""
+        from .video import DEFAULT_FPS, VideoWriter
+
+        first = next(self, None)
+        if first is None:
+            raise ValueError(f"{save_path}: there are no results to write")
+        with VideoWriter(save_path, fps or self.fps or DEFAULT_FPS, json_path, **draw_kwargs) as w:
+            w.add(first)
+            for r in self:
+                w.add(r)
+        return w.path
 
     def skip(self, item, error: BaseException) -> None:
         """Record an unreadable input and warn about it in one line."""
@@ -168,12 +184,19 @@ class BaseModel(ABC):
         mask_threshold: float = 0.5,
         progress: bool | None = None,
         recursive: bool = True,
+        frame_stride: int = 1,
+        start_s: float | None = None,
+        end_s: float | None = None,
     ) -> Predictions:
         """One ``Result`` per image, as an iterator (``Predictions``). ``inputs``: an image path, a
         folder (its subfolders too unless ``recursive=False``; images sorted by their path in the
-        folder), a list of those, an RGB ``numpy`` array (H, W, 3 uint8), a PIL image or a list mixing
-        them. Detections with ``score >= threshold`` are kept; masks keep their soft probabilities
-        (``Result.filter``).
+        folder), an http(s) URL of an image, a video file or a camera index (``int``), an RGB
+        ``numpy`` array (H, W, 3 uint8), a PIL image or a list mixing them. Detections with
+        ``score >= threshold`` are kept; masks keep their soft probabilities (``Result.filter``).
+
+        A video gives one ``Result`` per frame, lazily (one frame in memory at a time): every
+        ``frame_stride``-th frame from ``start_s`` to ``end_s`` seconds; ``page_index`` is the frame's
+        index in the video. ``predict(...).save_to_video("out.mp4")`` writes the overlay video.
 
         An image file of a folder or a list that cannot be read (0 bytes, truncated, not an image)
         is skipped with a one-line warning naming it and what is wrong, and listed in the returned
@@ -183,39 +206,72 @@ class BaseModel(ABC):
         for ``<folder>/a/x.png``), which ``save_to_img``/``save_to_json`` use for a folder target,
         so images of the same name in different subfolders never overwrite each other's outputs.
         """
+        video = {"stride": frame_stride, "start_s": start_s, "end_s": end_s}
         return Predictions(
-            lambda run: self._predict(run, inputs, batch_size, threshold, mask_threshold, progress, recursive)
+            lambda run: self._predict(run, inputs, batch_size, threshold, mask_threshold, progress, recursive, video)
         )
 
-    def _predict(self, run, inputs, batch_size, threshold, mask_threshold, progress, recursive) -> Iterator:
+    def _predict(self, run, inputs, batch_size, threshold, mask_threshold, progress, recursive, video) -> Iterator:
         from tqdm.auto import tqdm
 
-        from .inputs import is_folder_input, load_input, output_stems, predict_inputs
+        from .inputs import is_folder_input, output_stems, predict_inputs
+        from .video import VideoSource
 
         items = predict_inputs(inputs, recursive)
         stems = output_stems(x.stem for x in items)
         run.num_inputs = len(items)
+        sources = {k: VideoSource(x.item, **video) for k, x in enumerate(items) if x.kind == "video"}
+        if sources:
+            run.fps = next(iter(sources.values())).fps / max(1, int(video["stride"]))
         self.build()
-        show = progress if progress is not None else (len(items) > 1 and is_folder_input(inputs))
+        frames = sum(len(v) for v in sources.values())
+        unknown = any(v.camera or not len(v) for v in sources.values())
+        total = None if unknown else len(items) - len(sources) + frames
+        show = progress if progress is not None else (bool(sources) or (len(items) > 1 and is_folder_input(inputs)))
         bs = max(1, int(batch_size))
         batch: list[tuple] = []
-        with tqdm(total=len(items), desc=f"predict {self.name}", unit="img", disable=not show) as bar:
-            for k, (x, stem) in enumerate(zip(items, stems)):
-                try:
-                    batch.append((*load_input(x.item), stem))
-                except (ValueError, OSError) as e:
-                    if not x.skippable:
-                        raise
-                    run.skip(x.item, e)
-                    bar.update(1)
-                if batch and (len(batch) == bs or k == len(items) - 1):
-                    images, paths, names = zip(*batch)
-                    batch = []
-                    results = self.infer(list(images), list(paths), threshold=threshold, mask_threshold=mask_threshold)
-                    for r, name in zip(results, names):
-                        r.output_stem = name
-                        bar.update(1)
-                        yield r
+        unit = "frame" if sources and len(sources) == len(items) else "img"
+        with tqdm(total=total, desc=f"predict {self.name}", unit=unit, disable=not show) as bar:
+            for image, path, stem, page in self._images(run, items, stems, sources, bar):
+                batch.append((image, path, stem, page))
+                if len(batch) < bs:
+                    continue
+                yield from self._infer_batch(batch, threshold, mask_threshold, bar)
+                batch = []
+            if batch:
+                yield from self._infer_batch(batch, threshold, mask_threshold, bar)
+
+    @staticmethod
+    def _images(run, items, stems, sources, bar) -> Iterator[tuple]:
+        """``(rgb, path, stem, frame index or None)`` of every input, frames of videos one by one;
+        an unreadable skippable image is recorded in ``run`` and left out."""
+        from .inputs import load_input
+
+        for k, (x, stem) in enumerate(zip(items, stems)):
+            if k in sources:
+                src = sources[k]
+                path = None if src.camera else str(x.item)
+                for index, _t, rgb in src.frames():
+                    yield rgb, path, stem, index
+                continue
+            try:
+                image, path = load_input(x.item)
+            except (ValueError, OSError) as e:
+                if not x.skippable:
+                    raise
+                run.skip(x.item, e)
+                bar.update(1)
+                continue
+            yield image, path, stem, None
+
+    def _infer_batch(self, batch, threshold, mask_threshold, bar) -> Iterator:
+        images, paths, names, pages = zip(*batch)
+        results = self.infer(list(images), list(paths), threshold=threshold, mask_threshold=mask_threshold)
+        for r, name, page in zip(results, names, pages):
+            r.output_stem = name
+            r.page_index = page
+            bar.update(1)
+            yield r
 
     def evaluate(
         self,

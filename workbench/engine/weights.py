@@ -154,23 +154,34 @@ def _write_sidecar(target: Path, url: str | None, size: int, digest: str) -> Non
 
 
 def download(
-    url: str, timeout: float = 15.0, progress: bool = True, *, size: int | None = None, sha256: str | None = None
+    url: str,
+    timeout: float = 15.0,
+    progress: bool = True,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    cache: Path | None = None,
+    what: str = "weights",
+    hint: str | None = None,
+    error: type[Exception] = WeightsError,
 ) -> Path:
     """Fetch ``url`` into the cache (reused when already there and intact); atomic, with a progress bar.
 
     ``size``/``sha256``: what the source publishes, checked when given. The cache path depends on
-    ``url`` only, so a mirror (``WORKBENCH_WEIGHTS_MIRROR``) fills the same cache."""
+    ``url`` only, so a mirror (``WORKBENCH_WEIGHTS_MIRROR``) fills the same cache. ``cache`` (default
+    ``cache_dir()``), ``what``, ``hint`` and ``error`` let other downloads (``predict``'s image URLs)
+    share this one: what the error names, how to do without, and its class."""
     if url.startswith("detectron2://"):
         url = D2_PREFIX + url[len("detectron2://") :]
     fetch = mirrored(url)
     via = f" (mirror of {url})" if fetch != url else ""
     name = Path(urllib.request.url2pathname(url.split("?")[0])).name or "weights.pth"
-    target = cache_dir() / hashlib.sha1(url.encode()).hexdigest()[:12] / name
+    target = (cache or cache_dir()) / hashlib.sha1(url.encode()).hexdigest()[:12] / name
     if target.is_file():
         problem = _cached_problem(target, size, sha256)
         if problem is None:
             return target
-        logger.warning("the cached weights %s are %s: deleting them and downloading %s again", target, problem, fetch)
+        logger.warning("the cached %s %s: %s; deleting it and downloading %s again", what, target, problem, fetch)
         target.unlink()
         _sidecar(target).unlink(missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -205,9 +216,9 @@ def download(
             os.unlink(tmp)
         _sidecar(target).unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
-        raise WeightsError(
-            f"cannot download weights from {fetch}{via}: {reason} (timeout {timeout:g} s); nothing was kept in "
-            f"the cache. {_local_hint(url, name)}."
+        raise error(
+            f"cannot download {what} from {fetch}{via}: {reason} (timeout {timeout:g} s); nothing was kept in "
+            f"the cache. {hint or _local_hint(url, name)}."
         ) from e
     return target
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..engine.errors import ConfigError, DatasetError
 from ..engine.launcher import resolve_device
@@ -101,7 +102,7 @@ def run_predict(cfg: dict) -> dict:
     from ..models import create_model
 
     g, p = cfg["Global"], cfg["Predict"]
-    _need(p.get("input"), "Predict.input", "(an image, a folder or a list of images)")
+    _need(p.get("input"), "Predict.input", "(an image, a folder, a list of images, a video, a camera index or a URL)")
     output = Path(g.get("output") or "output")
     model_dir = p.get("model_dir") or str(RunDir(output).best_dir)
     model = create_model(g["model"], weights=model_dir, device=_device(g.get("device")))
@@ -114,11 +115,33 @@ def run_predict(cfg: dict) -> dict:
         threshold=p["threshold"],
         mask_threshold=p["mask_threshold"],
         recursive=p.get("recursive", True),
+        frame_stride=p.get("frame_stride", 1),
+        start_s=p.get("start_s"),
+        end_s=p.get("end_s"),
     )
-    for r in preds:  # outputs by r.output_stem: <output>/predict/a/x_res.png for <input>/a/x.png
-        img = r.save_to_img(out_dir)
-        js = r.save_to_json(out_dir)
-        items.append({"input_path": r.input_path, "instances": len(r), "image": str(img), "json": str(js)})
+    videos: dict[str, Any] = {}  # output stem -> VideoWriter: a video's frames go into <stem>_res.mp4 (+ .jsonl)
+    try:
+        for r in preds:  # outputs by r.output_stem: <output>/predict/a/x_res.png for <input>/a/x.png
+            if r.page_index is not None:
+                if r.output_stem not in videos:
+                    from ..engine.video import VideoWriter
+
+                    stem = out_dir / f"{r.output_stem}_res"
+                    videos[r.output_stem] = VideoWriter(stem.with_suffix(".mp4"), preds.fps or 25.0,
+                                                        stem.with_suffix(".jsonl"))
+                videos[r.output_stem].add(r)
+                continue
+            img = r.save_to_img(out_dir)
+            js = r.save_to_json(out_dir)
+            items.append({"input_path": r.input_path, "instances": len(r), "image": str(img), "json": str(js)})
+    except BaseException:
+        for w in videos.values():
+            w.abort()
+        raise
+    for stem, w in videos.items():
+        w.close()
+        items.append({"input_path": str(p["input"]) if len(videos) == 1 else stem, "frames": w.frames,
+                      "instances": w.instances, "video": str(w.path), "json": str(w.json_path)})
     res = {
         "done_flag": bool(items) or not preds.failed,
         "model_name": g["model"],
