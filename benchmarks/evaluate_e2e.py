@@ -15,7 +15,9 @@ process, runs interleaved (ours, faster-coco-eval, pycocotools, ours, ...), medi
 
 Each library is imported before timing (a warm-up run of each is not counted), so the times are
 those of a call in a running process. Printed: the median of the runs and, less sensitive to other
-load on the machine, the best run; ``--profile`` prints a cProfile of one call of ours instead.
+load on the machine, the best run; the ratios are medians of the per-run ratios (each run times
+the three back to back, so a load spike from other processes mostly hits all three alike).
+``--profile`` prints a cProfile of one call of ours instead.
 
     python benchmarks/evaluate_e2e.py [--images 100 500 2000] [--runs 5] [--profile]
 """
@@ -123,17 +125,17 @@ def main(argv=None) -> int:
                     times[name].append(time.perf_counter() - t0)
             med = {name: statistics.median(v) for name, v in times.items()}
             best = {name: min(v) for name, v in times.items()}
-            rows.append((n, med, best))
+            ratio = {name: statistics.median(o / t for o, t in zip(times["ours"], v)) for name, v in times.items()}
+            rows.append((n, med, best, ratio))
             print(f"{n} images: " + ", ".join(f"{k} {v:.3f} s" for k, v in med.items()), flush=True)
     if rows:
-        print(f"\nmedian of {args.runs} runs (best run in brackets), seconds; ratio: ours / the library alone")
+        print(f"\nseconds: median of {args.runs} runs (best run in brackets); ratio: median over the runs of "
+              "ours / the library alone in that run")
         print("| images | ours | faster-coco-eval | pycocotools | ours / faster-coco-eval | ours / pycocotools |")
         print("|---|---|---|---|---|---|")
-        for n, med, best in rows:
-            o, f, p = med["ours"], med["faster-coco-eval"], med["pycocotools"]
-            bo, bf, bp = best["ours"], best["faster-coco-eval"], best["pycocotools"]
-            print(f"| {n} | {o:.3f} ({bo:.3f}) | {f:.3f} ({bf:.3f}) | {p:.3f} ({bp:.3f}) "
-                  f"| {o / f:.2f} ({bo / bf:.2f}) | {o / p:.2f} ({bo / bp:.2f}) |")
+        for n, med, best, ratio in rows:
+            cells = " | ".join(f"{med[k]:.3f} ({best[k]:.3f})" for k in RUNNERS)
+            print(f"| {n} | {cells} | {ratio['faster-coco-eval']:.2f} | {ratio['pycocotools']:.2f} |")
     return 0
 
 
