@@ -135,3 +135,20 @@ def test_check_warns_about_class_missing_in_val(shapes_dir, tmp_path):
     jf.write_text(json.dumps(d))
     r = check_dataset(shapes_dir, tmp_path / "o", verbose=False)
     assert any(p.code == "class_missing_in_val" and p.severity == "warning" for p in r.problems)
+
+
+def test_two_point_polygon_is_named_not_a_pycocotools_message(shapes_dir):
+    """A polygon of 4 numbers (2 points) is what pycocotools takes for a box: its own error
+    ("Argument 'bb' has incorrect type") must not reach the user; the part is left out of the mask."""
+    from workbench.data.dataset import Dataset
+
+    ds = Dataset.load_paddlex(shapes_dir, "train")
+    a = ds.instances[0]
+    im = ds.image_by_id()[a.image_id]
+    full = a.mask(im.height, im.width)
+    a.segmentation = [[1.0, 1.0, 5.0, 5.0], *a.segmentation]  # a broken part before the real one
+    assert (a.mask(im.height, im.width) == full).all()
+    a.segmentation = [[1.0, 1.0, 5.0, 5.0]]
+    with pytest.raises(ValueError, match=rf"annotation {a.id}: no polygon with at least 3 points") as e:
+        a.mask(im.height, im.width)
+    assert "bb" not in str(e.value)

@@ -92,8 +92,14 @@ class Instance:
 
         seg = self.segmentation
         if isinstance(seg, list):
-            rles = mask_utils.frPyObjects([list(map(float, p)) for p in seg], height, width)
-            return mask_utils.merge(rles)
+            # a polygon needs >= 3 points; pycocotools would take a 4-number one for a box and fail
+            # with an internal message, and an odd count has no meaning: those parts are left out
+            # (``check`` reports them as bad_polygon)
+            polys = [list(map(float, p)) for p in seg if isinstance(p, (list, tuple)) and len(p) >= 6
+                     and len(p) % 2 == 0]
+            if not polys:
+                raise ValueError(f"annotation {self.id}: no polygon with at least 3 points (x, y pairs)")
+            return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
         if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
             return mask_utils.frPyObjects(seg, height, width)
         if isinstance(seg, dict):
