@@ -152,3 +152,13 @@ def test_two_point_polygon_is_named_not_a_pycocotools_message(shapes_dir):
     with pytest.raises(ValueError, match=rf"annotation {a.id}: no polygon with at least 3 points") as e:
         a.mask(im.height, im.width)
     assert "bb" not in str(e.value)
+
+
+def test_missing_image_is_named_where_the_layout_keeps_images(shapes_dir):
+    ann = shapes_dir / "annotations" / ANNOTATION_FILES["train"]
+    d = json.loads(ann.read_text())
+    d["images"][0]["file_name"] = "gone.jpg"
+    ann.write_text(json.dumps(d))
+    res = check_dataset(shapes_dir, raise_on_error=False)
+    missing = [p for p in res.errors if p.code == "missing_image"]
+    assert len(missing) == 1 and str(shapes_dir / "images" / "gone.jpg") in missing[0].message

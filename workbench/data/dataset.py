@@ -248,6 +248,9 @@ class Dataset:
         in_images = self.image_root / "images" / p
         if in_images.exists():
             return in_images
+        # missing: name it where the layout keeps images (``images/``), not beside the annotations
+        if p.parts and p.parts[0] != "images" and (self.image_root / "images").is_dir():
+            return in_images
         return direct
 
     def load_image(self, image: ImageInfo | int) -> np.ndarray:
