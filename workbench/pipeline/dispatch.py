@@ -205,10 +205,9 @@ def run_export(cfg: dict) -> dict:
     from ..models import create_model
 
     g = cfg["Global"]
-    if type(create_model(g["model"], device="cpu")).export is BaseModel.export:
-        raise NotAvailableError(
-            f"Global.mode=export: {g['model']} has no export yet (ONNX export is built for the Mask-RT-DETR models)"
-        )
+    kind = type(create_model(g["model"], device="cpu"))
+    if kind.export is BaseModel.export:
+        raise NotAvailableError(f"Global.mode=export: {g['model']} ({kind.family} family) has no ONNX export yet")
     output = Path(g["output"])
     weights = cfg["Predict"]["model_dir"] or str(RunDir(output).best_dir)
     model = create_model(g["model"], weights=weights, device="cpu")
