@@ -95,8 +95,14 @@ def fetch_url(url: str, timeout: float = 30.0) -> Path:
     from .errors import DatasetError
     from .weights import cache_dir, download
 
-    return download(url, timeout, cache=cache_dir().parent / "inputs", what="the input", error=DatasetError,
-                    hint="Download it elsewhere and pass the local file as the input instead")
+    return download(
+        url,
+        timeout,
+        cache=cache_dir().parent / "inputs",
+        what="the input",
+        error=DatasetError,
+        hint="Download it elsewhere and pass the local file as the input instead",
+    )
 
 
 def output_stems(stems: Iterable[str]) -> list[str]:

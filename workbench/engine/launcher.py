@@ -53,8 +53,12 @@ def external_group() -> dict | None:
     if not all(k in env for k in ENV_KEYS):
         return None
     world = int(env["WORLD_SIZE"])
-    return {"rank": int(env["RANK"]), "world": world, "local_rank": int(env["LOCAL_RANK"]),
-            "local_world": int(env.get("LOCAL_WORLD_SIZE", world))}
+    return {
+        "rank": int(env["RANK"]),
+        "world": world,
+        "local_rank": int(env["LOCAL_RANK"]),
+        "local_world": int(env.get("LOCAL_WORLD_SIZE", world)),
+    }
 
 
 def local_rank() -> int:
@@ -170,5 +174,9 @@ def _join(fn: Callable, job: Any, device: str, output: str | os.PathLike, init: 
     result_path = Path(output) / "train_result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    return {"rank": ext["rank"], "world_size": ext["world"], "paths": {},
-            "note": "rank 0 writes the run directory (on another machine)"}
+    return {
+        "rank": ext["rank"],
+        "world_size": ext["world"],
+        "paths": {},
+        "note": "rank 0 writes the run directory (on another machine)",
+    }

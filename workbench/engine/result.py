@@ -94,7 +94,7 @@ def rle_crop(rle: dict) -> tuple[int, int, np.ndarray]:
     r = _rle_bytes(rle)
     x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(r))
     full = mask_utils.decode(r)
-    return y, x, np.ascontiguousarray(full[y:y + h, x:x + w]).astype(bool)
+    return y, x, np.ascontiguousarray(full[y : y + h, x : x + w]).astype(bool)
 
 
 def tight_crop(mask: np.ndarray, y0: int = 0, x0: int = 0) -> tuple[int, int, np.ndarray]:
@@ -147,7 +147,7 @@ class SoftMasks:
         out = np.zeros((len(self), *self.image_size), np.uint8)
         for i in range(len(self)):
             y0, x0, c = self.crop(i)
-            out[i, y0:y0 + c.shape[0], x0:x0 + c.shape[1]] = c
+            out[i, y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]] = c
         return out
 
 
@@ -260,7 +260,7 @@ class Result:
             out = np.zeros((len(self) if self.has_masks else 0, h, w), bool)
             for i in range(len(out)):
                 y0, x0, c = self.mask_crop(i)
-                out[i, y0:y0 + c.shape[0], x0:x0 + c.shape[1]] = c
+                out[i, y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]] = c
             self._masks = out
         return self._masks
 

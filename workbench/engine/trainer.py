@@ -215,8 +215,7 @@ class BaseTrainer(ABC):
             if self.main:
                 self._cut_back_to(path)
             self._wall_before = float(self.state.wall_time_s or 0.0)
-            logger.info("resuming from %s after %d of %d %s", path, self.state.done, self.args.epochs_iters,
-                        self.unit)
+            logger.info("resuming from %s after %d of %d %s", path, self.state.done, self.args.epochs_iters, self.unit)
         elif self.job.init_state is not None or self.job.init_weights:
             report = self.load_initial_weights()
             self.state.init_weights = report.to_dict() if report is not None else None
@@ -236,13 +235,21 @@ class BaseTrainer(ABC):
             from ..utils.io import atomic_write_json
 
             atomic_write_json(self.run.train_result, d)
-            logger.warning("the previous run in %s was killed after %d iterations (pid %s, last heartbeat %s); "
-                           "marked 'killed'", self.run.root, raw.get("iterations", 0), raw.get("pid"),
-                           raw.get("updated_at"))
+            logger.warning(
+                "the previous run in %s was killed after %d iterations (pid %s, last heartbeat %s); marked 'killed'",
+                self.run.root,
+                raw.get("iterations", 0),
+                raw.get("pid"),
+                raw.get("updated_at"),
+            )
         elif alive and raw.get("pid") != os.getpid():
-            logger.warning("%s says another training process (pid %s on %s) is writing this run; two runs in one "
-                           "folder overwrite each other's files", self.run.train_result, raw.get("pid"),
-                           raw.get("host"))
+            logger.warning(
+                "%s says another training process (pid %s on %s) is writing this run; two runs in one "
+                "folder overwrite each other's files",
+                self.run.train_result,
+                raw.get("pid"),
+                raw.get("host"),
+            )
 
     def _finished_run(self) -> dict | None:
         """With resume: the run's ``train_result.json`` if it already finished this schedule (then
@@ -254,8 +261,14 @@ class BaseTrainer(ABC):
         if d.get("status") == "stopped_early" or (
             d.get("status") == "done" and int(d.get("epochs_iters") or 0) >= int(self.args.epochs_iters)
         ):
-            logger.info("resume: %s already finished (%s after %s of %s %s); nothing to do", self.run.root,
-                        d["status"], d.get("epochs_iters"), d.get("max_epochs_iters"), d.get("unit"))
+            logger.info(
+                "resume: %s already finished (%s after %s of %s %s); nothing to do",
+                self.run.root,
+                d["status"],
+                d.get("epochs_iters"),
+                d.get("max_epochs_iters"),
+                d.get("unit"),
+            )
             return d
         return None
 
@@ -266,8 +279,12 @@ class BaseTrainer(ABC):
         gone = self.run.drop_checkpoints_after(self.state.done)
         pruned = self.run.prune_checkpoints(self.args.max_to_keep, keep=path)
         if dropped or gone or pruned:
-            logger.info("resume: dropped %d metrics records logged after the checkpoint, %d later and %d surplus "
-                        "checkpoints", dropped, len(gone), len(pruned))
+            logger.info(
+                "resume: dropped %d metrics records logged after the checkpoint, %d later and %d surplus checkpoints",
+                dropped,
+                len(gone),
+                len(pruned),
+            )
 
     def _wall_now(self) -> float:
         return round(self._wall_before + time.perf_counter() - self._t_start, 2)

@@ -46,8 +46,9 @@ def _cv2():
 class VideoSource:
     """The frames of a video file or camera: ``frames()`` yields ``(index, time_s, rgb)``."""
 
-    def __init__(self, source: str | os.PathLike | int, stride: int = 1, start_s: float | None = None,
-                 end_s: float | None = None):
+    def __init__(
+        self, source: str | os.PathLike | int, stride: int = 1, start_s: float | None = None, end_s: float | None = None
+    ):
         if int(stride) < 1:
             raise ValueError(f"frame_stride must be at least 1, got {stride}")
         if start_s is not None and end_s is not None and float(end_s) <= float(start_s):
@@ -129,8 +130,13 @@ def _hidden_temp(path: Path) -> Path:
 class VideoWriter:
     """Overlay video (``path``) and per-frame JSON lines (``json_path``) of ``Result``s, written atomically."""
 
-    def __init__(self, path: str | os.PathLike, fps: float = DEFAULT_FPS, json_path: str | os.PathLike | None = None,
-                 **draw_kwargs):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float = DEFAULT_FPS,
+        json_path: str | os.PathLike | None = None,
+        **draw_kwargs,
+    ):
         self.path = Path(path)
         if self.path.suffix.lower() not in FOURCC:
             raise ValueError(f"{self.path}: an overlay video is written as {', '.join(sorted(FOURCC))}")
@@ -197,8 +203,13 @@ class VideoWriter:
             self.abort()
 
 
-def save_to_video(results: Iterable, path: str | os.PathLike, fps: float = DEFAULT_FPS,
-                  json_path: str | os.PathLike | None = None, **draw_kwargs) -> Path:
+def save_to_video(
+    results: Iterable,
+    path: str | os.PathLike,
+    fps: float = DEFAULT_FPS,
+    json_path: str | os.PathLike | None = None,
+    **draw_kwargs,
+) -> Path:
     """Draw every ``Result`` of ``results`` (consumed one at a time) into the video ``path``."""
     with VideoWriter(path, fps, json_path, **draw_kwargs) as w:
         for r in results:

@@ -127,8 +127,9 @@ def run_predict(cfg: dict) -> dict:
                     from ..engine.video import VideoWriter
 
                     stem = out_dir / f"{r.output_stem}_res"
-                    videos[r.output_stem] = VideoWriter(stem.with_suffix(".mp4"), preds.fps or 25.0,
-                                                        stem.with_suffix(".jsonl"))
+                    videos[r.output_stem] = VideoWriter(
+                        stem.with_suffix(".mp4"), preds.fps or 25.0, stem.with_suffix(".jsonl")
+                    )
                 videos[r.output_stem].add(r)
                 continue
             img = r.save_to_img(out_dir)
@@ -140,8 +141,15 @@ def run_predict(cfg: dict) -> dict:
         raise
     for stem, w in videos.items():
         w.close()
-        items.append({"input_path": str(p["input"]) if len(videos) == 1 else stem, "frames": w.frames,
-                      "instances": w.instances, "video": str(w.path), "json": str(w.json_path)})
+        items.append(
+            {
+                "input_path": str(p["input"]) if len(videos) == 1 else stem,
+                "frames": w.frames,
+                "instances": w.instances,
+                "video": str(w.path),
+                "json": str(w.json_path),
+            }
+        )
     res = {
         "done_flag": bool(items) or not preds.failed,
         "model_name": g["model"],
@@ -194,8 +202,10 @@ def resolve_model_dir(model_dir: str, model_name: str | None = None) -> tuple[st
     meta = checkpoint_meta(read_weights_file(weights)) or {}
     if meta.get("model_name"):
         return str(meta["model_name"]), str(weights)
-    raise ConfigError(f"{model_dir}: cannot tell which model these weights are for (no config.yaml beside them "
-                      "and no model name in the checkpoint); name it with --model NAME")
+    raise ConfigError(
+        f"{model_dir}: cannot tell which model these weights are for (no config.yaml beside them "
+        "and no model name in the checkpoint); name it with --model NAME"
+    )
 
 
 def run_export(cfg: dict) -> dict:
