@@ -10,9 +10,10 @@ from workbench.models.mask_rtdetr.model import (
 )
 from workbench.models.mask_rtdetr.postprocess import PostProcess
 
-# numbers from the porting spec (Paddle, num_classes=80, BN statistics not counted)
-SPEC_PARAMS = {"S": 14_633_892, "M": 18_780_100, "L": 32_821_428, "X": 68_649_044, "H": 129_808_116}
-SPEC_ENTRIES = {"S": 646, "M": 736, "L": 816, "X": 1066, "H": 1298}
+# PaddleDetection's own models (num_classes=80, BN statistics not counted); their name/shape
+# manifests are in tests/paddle_parity/mask_rtdetr_<v>.npz
+PADDLE_PARAMS = {"S": 14_633_892, "M": 18_780_100, "L": 32_821_428, "X": 68_649_044, "H": 129_808_116}
+PADDLE_ENTRIES = {"S": 646, "M": 736, "L": 816, "X": 1066, "H": 1298}
 PROTOTYPES = {"S": 128, "M": 128, "L": 32, "X": 128, "H": 128}
 ENC_DIM = {"S": 256, "M": 256, "L": 256, "X": 384, "H": 512}
 
@@ -20,9 +21,9 @@ ENC_DIM = {"S": 256, "M": 256, "L": 256, "X": 384, "H": 512}
 @pytest.mark.parametrize("variant", list("SMLXH"))
 def test_parameter_and_state_dict_counts(variant):
     model = build_mask_rtdetr(variant, num_classes=80)
-    assert count_parameters(model) == SPEC_PARAMS[variant]
+    assert count_parameters(model) == PADDLE_PARAMS[variant]
     sd = model.state_dict()
-    assert len(sd) == SPEC_ENTRIES[variant]
+    assert len(sd) == PADDLE_ENTRIES[variant]
     assert not any(k.endswith("num_batches_tracked") for k in sd)
 
 

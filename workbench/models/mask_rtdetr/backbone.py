@@ -1,7 +1,8 @@
 """PP-HGNetV2 backbone (timm ``hgnetv2_b*`` with ``use_lab=False``), stride 4/8/16/32 outputs.
 
 timm hard-codes ``use_lab=True`` for b0-b3 in its registered constructors, so the private
-``_create_hgnet`` builder is used, as the porting spec prescribes. The timm feature wrapper's
+``_create_hgnet`` builder is used (PaddleDetection's PPHGNetV2 has ``use_lab=False`` for every
+Mask-RT-DETR variant). The timm feature wrapper's
 children (``stem``, ``stages_0`` …) are re-registered directly on this module so state-dict
 names are ``backbone.stem.*`` / ``backbone.stages_N.*``.
 """

@@ -35,7 +35,8 @@ COMMON = dict(hidden_dim=256, num_queries=300, num_decoder_layers=6, nhead=8, nu
               dim_feedforward=1024, num_denoising=100, label_noise_ratio=0.5, box_noise_scale=1.0,
               enc_nhead=8, freeze_norm=True, freeze_stem=True, mask_enhanced=True, depth_mult=1.0)
 
-# Reference figures from the porting spec (num_classes=80, BN statistics not counted).
+# PaddleDetection's own models built from the variant configs (num_classes=80, BN statistics not
+# counted; entries = Paddle state-dict entries). tests/paddle_parity/*.npz hold their name/shape manifests.
 EXPECTED_PARAMS = {"S": 14_633_892, "M": 18_780_100, "L": 32_821_428, "X": 68_649_044, "H": 129_808_116}
 EXPECTED_STATE_DICT_ENTRIES = {"S": 646, "M": 736, "L": 816, "X": 1066, "H": 1298}
 
