@@ -353,8 +353,10 @@ def test_kill_training(tmp_path):
                 p.send_signal(signal.SIGKILL)
             rc = p.wait()
         assert rc in (0, -signal.SIGKILL), f"training ended with {rc} before the kill:\n{log.read_text()[-3000:]}"
-        seen.append((round(delay, 1), rc == -signal.SIGKILL))
         assert tree_hashes(data) == data_hashes, "training changed its dataset"
         assert_run_dir_consistent(out)
-    print(f"\ntraining: reference run {duration:.1f} s; kills (s, killed): {seen}")
-    assert any(k for _, k in seen)
+        # hidden temporary files (of a checkpoint being written) are reported, not asserted: the trainer's
+        hidden = [p.name for p in out.rglob(".*") if p.is_file()]  # bookkeeping is not this test's subject
+        seen.append((round(delay, 1), rc == -signal.SIGKILL, hidden))
+    print(f"\ntraining: reference run {duration:.1f} s; kills (s, killed, hidden files left): {seen}")
+    assert any(k for _, k, _ in seen), "no kill landed while training ran"
