@@ -131,7 +131,7 @@ def save_image(path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"{path}: could not encode image as {ext}")
-    atomic_write_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, memoryview(buf))  # the encoded buffer itself, not a bytes copy of it
 
 
 def encode_png(image: np.ndarray) -> bytes:
