@@ -48,7 +48,7 @@ def _model(ref, tmp_path, **overrides):
     meta = json.loads(str(ref["meta"]))
     manifest = json.loads(str(ref["manifest"]))
     path = tmp_path / f"parity_{meta['variant'].lower()}.pdparams"
-    write_pdparams(C.make_params(manifest), path)
+    write_pdparams(C.make_params(manifest, int(meta["weight_seed"])), path)
     model = wb.create_model(f"Mask-RT-DETR-{meta['variant']}", weights=str(path), device="cpu", **overrides)
     path.unlink()
     return model.net
@@ -149,6 +149,9 @@ def compare_eval(ref, out):
 
 def _run(variant, image, tmp_path):
     ref = _fixture(variant)
+    # the fixture exercises the box path: not every selected query starts from an empty/full box
+    b = ref["final:boxes"]
+    assert ((b[:, 2] > 0.01) & (b[:, 3] > 0.01) & (b[:, 2] * b[:, 3] < 0.9)).mean() > 0.1
     net = _model(ref, tmp_path)
     rows = compare_eval(ref, _port_outputs(net, image, ref))
     for s, (d, scale) in rows.items():

@@ -92,7 +92,7 @@ def build(pd_src: Path, variant: str):
     model = create(cfg.architecture)
     sd = model.state_dict()
     manifest = {k: [int(s) for s in v.shape] for k, v in sd.items()}
-    params = C.make_params(manifest)
+    params = C.make_params(manifest, C.WEIGHT_SEEDS[variant])
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in params.items()})
     for k, v in model.state_dict().items():  # every entry really holds the generated value
         assert np.array_equal(v.numpy(), params[k]), k
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
         ref["manifest"] = np.array(json.dumps(manifest))
         ref["meta"] = np.array(json.dumps({
             "variant": v, "paddle": paddle.__version__, "input_size": C.INPUT_SIZE,
-            "weight_seed": C.WEIGHT_SEED, "config": f"configs/mask_rtdetr/mask_rtdetr_hgnetv2_{v.lower()}_6x_coco.yml"}))
+            "weight_seed": C.WEIGHT_SEEDS[v], "config": f"configs/mask_rtdetr/mask_rtdetr_hgnetv2_{v.lower()}_6x_coco.yml"}))
         path = FIXTURES / f"mask_rtdetr_{v.lower()}.npz"
         np.savez_compressed(path, **ref)
         print(f"{v}: {len(manifest)} entries, wrote {path} ({path.stat().st_size / 1e3:.0f} kB) in {time.time() - t0:.0f} s")

@@ -5,9 +5,10 @@ installed) and ``tests/test_paddle_parity.py`` (the project's test suite, no Pad
 this file, so the weights, the input image, the training targets and the sampled positions of the
 intermediate tensors are the same on both sides without storing any weights:
 
-* every parameter and buffer is drawn from ``numpy.random.default_rng([WEIGHT_SEED, crc32(name)])``
-  where ``name`` is Paddle's state-dict name; the distribution depends only on the name's suffix
-  and the shape (:func:`make_param`), so a ``{name: shape}`` manifest is enough to rebuild them;
+* every parameter and buffer is drawn from ``numpy.random.default_rng([seed, crc32(name)])``
+  where ``name`` is Paddle's state-dict name and ``seed`` the variant's ``WEIGHT_SEEDS`` entry; the
+  distribution depends only on the name's suffix and the shape (:func:`make_param`), so a
+  ``{name: shape}`` manifest is enough to rebuild them;
 * intermediate tensors are compared at ``N_SAMPLES`` flat positions drawn from a generator seeded
   by the tensor's key (:func:`sample_index`), plus their mean, standard deviation and largest
   magnitude.
@@ -19,6 +20,10 @@ import zlib
 import numpy as np
 
 WEIGHT_SEED = 20261201
+# Per-variant seed where the default one gives degenerate encoder masks (random weights make them
+# all-negative or all-positive, so every mask-enhanced initial box is empty or the whole image and
+# the box path is not exercised); a fixture records the seed it was made with.
+WEIGHT_SEEDS = {"S": WEIGHT_SEED, "M": 3, "L": WEIGHT_SEED, "X": 4, "H": WEIGHT_SEED}
 SAMPLE_SEED = 11
 N_SAMPLES = 512
 INPUT_SIZE = 320          # the network input is INPUT_SIZE x INPUT_SIZE
@@ -33,7 +38,7 @@ def _rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
 
 
-def make_param(name: str, shape) -> np.ndarray:
+def make_param(name: str, shape, seed: int = WEIGHT_SEED) -> np.ndarray:
     """The float32 value of Paddle parameter/buffer ``name`` with ``shape``.
 
     BN running mean N(0, 0.2), running variance U(0.5, 2); 1-D weights (BN/LayerNorm scales)
@@ -42,7 +47,7 @@ def make_param(name: str, shape) -> np.ndarray:
     ``mask_query_head`` times ``MASK_HEAD_GAIN``.
     """
     shape = tuple(int(s) for s in shape)
-    r = _rng(WEIGHT_SEED, name)
+    r = _rng(seed, name)
     if name.endswith("._mean"):
         a = r.normal(0.0, 0.2, shape)
     elif name.endswith("._variance"):
@@ -62,9 +67,9 @@ def make_param(name: str, shape) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def make_params(manifest: dict) -> dict:
+def make_params(manifest: dict, seed: int = WEIGHT_SEED) -> dict:
     """``{name: array}`` for a ``{name: shape}`` manifest."""
-    return {k: make_param(k, s) for k, s in manifest.items()}
+    return {k: make_param(k, s, seed) for k, s in manifest.items()}
 
 
 def input_tensor(image_hwc_uint8: np.ndarray) -> np.ndarray:
