@@ -103,6 +103,10 @@ class BaseTrainer(ABC):
         with self.run.logging_to_file(self.loggers, enabled=self.main):
             if self.main:
                 self._mark_previous_run()
+                from ..utils.io import remove_stale_temp_files
+
+                for p in remove_stale_temp_files(self.run.root) + remove_stale_temp_files(self.run.best_dir):
+                    logger.info("removed %s, left by an interrupted write", p.name)
             if self.args.resume:
                 finished = self._finished_run() if self.main else None
                 if self.agree(finished is not None):

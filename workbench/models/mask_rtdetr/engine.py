@@ -222,12 +222,9 @@ def save_checkpoint(path, model: nn.Module, ema: ModelEMA | None = None, optimiz
         ckpt["scheduler"] = scheduler.state_dict()
     if extra:
         ckpt["extra"] = extra
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-    return path
+    from ...engine.weights import save_weights_file
+
+    return save_weights_file(path, ckpt)  # atomic: a hidden temp file, then a rename
 
 
 def load_checkpoint(path, model: nn.Module | None = None, ema: ModelEMA | None = None, optimizer=None,
