@@ -227,11 +227,11 @@ def _sweep(scores: np.ndarray, is_tp: np.ndarray, n_gt: int, thresholds: np.ndar
         keep = scores >= t
         tp = int(is_tp[keep].sum())
         n = int(keep.sum())
-        p = tp / n if n else 1.0
+        p = tp / n if n else None  # no predictions at this threshold: precision is undefined (a gap)
         r = tp / n_gt if n_gt else 1.0
         prec.append(p)
         rec.append(r)
-        f1.append(2 * p * r / (p + r) if p + r else 0.0)
+        f1.append(2 * p * r / (p + r) if p is not None and p + r else 0.0)
     best = int(np.argmax(f1)) if len(f1) else 0
     return {"thresholds": [float(t) for t in thresholds], "precision": prec, "recall": rec, "f1": f1,
             "best_threshold": float(thresholds[best]) if len(f1) else None,
