@@ -17,6 +17,7 @@ with denoising off, every ``paddle.rand`` drawn from a fixed numpy uniform strea
 The input image is made once (``--make-input``) from ``data/demo_labelme/arc2017_left.jpg``.
 See docs/mask_rtdetr.md, "Parity with PaddleDetection".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,17 +106,29 @@ def eval_reference(model, x: np.ndarray) -> dict:
     model.eval()
     out: dict = {}
     tr = model.transformer
-    hooks = [model.neck.encoder[0].register_forward_post_hook(
-        lambda layer, inp, o: out.update(C.summarise("aifi", o.numpy())))]
+    hooks = [
+        model.neck.encoder[0].register_forward_post_hook(
+            lambda layer, inp, o: out.update(C.summarise("aifi", o.numpy()))
+        )
+    ]
     for i, layer in enumerate(tr.decoder.layers):
-        hooks.append(layer.register_forward_post_hook(
-            lambda layer, inp, o, i=i: out.update(C.summarise(f"decoder_layer{i}", o.numpy()))))
+        hooks.append(
+            layer.register_forward_post_hook(
+                lambda layer, inp, o, i=i: out.update(C.summarise(f"decoder_layer{i}", o.numpy()))
+            )
+        )
     # the first layer's reference boxes: the (mask-enhanced) boxes of the selected queries
-    hooks.append(tr.decoder.layers[0].register_forward_pre_hook(
-        lambda layer, inp: out.update(C.summarise("decoder_ref0", inp[1].numpy()))))
+    hooks.append(
+        tr.decoder.layers[0].register_forward_pre_hook(
+            lambda layer, inp: out.update(C.summarise("decoder_ref0", inp[1].numpy()))
+        )
+    )
     h, w = x.shape[2:]
-    inputs = {"image": paddle.to_tensor(x), "im_shape": paddle.to_tensor([[float(h), float(w)]]),
-              "scale_factor": paddle.to_tensor([[1.0, 1.0]])}
+    inputs = {
+        "image": paddle.to_tensor(x),
+        "im_shape": paddle.to_tensor([[float(h), float(w)]]),
+        "scale_factor": paddle.to_tensor([[1.0, 1.0]]),
+    }
     # the query selection: indices of paddle.topk over the anchors' best class logit
     real_topk, selected = paddle.topk, []
 
@@ -133,7 +146,7 @@ def eval_reference(model, x: np.ndarray) -> dict:
     for hk in hooks:
         hk.remove()
     scores, index = selected[0]
-    out["query:index"] = index[0].astype(np.int64)   # [num_queries] anchor index of each query
+    out["query:index"] = index[0].astype(np.int64)  # [num_queries] anchor index of each query
     out["query:score"] = scores[0].astype(np.float32)  # [num_anchors] the score top-k ran on
     return out
 
@@ -151,12 +164,12 @@ def _forward(model, inputs) -> dict:
             out.update(C.summarise(f"encoder{i}", f.numpy()))
         out.update(C.summarise("mask_feat", mask_feat.numpy()))
         logits, boxes, masks = model.transformer((enc_feats, mask_feat), None, inputs)[:3]
-    out["final:logits"] = logits[-1].numpy()[0, :C.N_QUERIES_KEPT]
-    out["final:boxes"] = boxes[-1].numpy()[0, :C.N_QUERIES_KEPT]
+    out["final:logits"] = logits[-1].numpy()[0, : C.N_QUERIES_KEPT]
+    out["final:boxes"] = boxes[-1].numpy()[0, : C.N_QUERIES_KEPT]
     # mask logits of the first two queries and of the two with the largest boxes after them
     # (queries whose encoder mask has no positive pixel start from an empty box)
     b = boxes[-1].numpy()[0]
-    rest = 2 + np.argsort(-(b[2:, 2] * b[2:, 3]), kind="stable")[:C.N_MASKS_KEPT - 2]
+    rest = 2 + np.argsort(-(b[2:, 2] * b[2:, 3]), kind="stable")[: C.N_MASKS_KEPT - 2]
     out["final:mask_index"] = np.concatenate([[0, 1], rest]).astype(np.int64)
     out["final:masks"] = masks[-1].numpy()[0, out["final:mask_index"]]
     out.update(C.summarise("final_logits_all", logits[-1].numpy()))
@@ -180,11 +193,14 @@ def train_loss_reference(model, x: np.ndarray) -> dict:
     model.transformer.num_denoising = 0
     model.train()
     h, w = x.shape[2:]
-    inputs = {"image": paddle.to_tensor(x), "im_shape": paddle.to_tensor([[float(h), float(w)]]),
-              "scale_factor": paddle.to_tensor([[1.0, 1.0]]),
-              "gt_bbox": [paddle.to_tensor(t["boxes"])],
-              "gt_class": [paddle.to_tensor(t["labels"].astype("int32")[:, None])],
-              "gt_segm": [paddle.to_tensor(t["masks"])]}
+    inputs = {
+        "image": paddle.to_tensor(x),
+        "im_shape": paddle.to_tensor([[float(h), float(w)]]),
+        "scale_factor": paddle.to_tensor([[1.0, 1.0]]),
+        "gt_bbox": [paddle.to_tensor(t["boxes"])],
+        "gt_class": [paddle.to_tensor(t["labels"].astype("int32")[:, None])],
+        "gt_segm": [paddle.to_tensor(t["masks"])],
+    }
     paddle.rand = rand
     try:
         losses = model(inputs)
@@ -218,12 +234,22 @@ def main(argv=None) -> int:
         if args.loss and v == "S":
             ref.update(train_loss_reference(model, x))
         ref["manifest"] = np.array(json.dumps(manifest))
-        ref["meta"] = np.array(json.dumps({
-            "variant": v, "paddle": paddle.__version__, "input_size": C.INPUT_SIZE,
-            "weight_seed": C.WEIGHT_SEEDS[v], "config": f"configs/mask_rtdetr/mask_rtdetr_hgnetv2_{v.lower()}_6x_coco.yml"}))
+        ref["meta"] = np.array(
+            json.dumps(
+                {
+                    "variant": v,
+                    "paddle": paddle.__version__,
+                    "input_size": C.INPUT_SIZE,
+                    "weight_seed": C.WEIGHT_SEEDS[v],
+                    "config": f"configs/mask_rtdetr/mask_rtdetr_hgnetv2_{v.lower()}_6x_coco.yml",
+                }
+            )
+        )
         path = FIXTURES / f"mask_rtdetr_{v.lower()}.npz"
         np.savez_compressed(path, **ref)
-        print(f"{v}: {len(manifest)} entries, wrote {path} ({path.stat().st_size / 1e3:.0f} kB) in {time.time() - t0:.0f} s")
+        print(
+            f"{v}: {len(manifest)} entries, wrote {path} ({path.stat().st_size / 1e3:.0f} kB) in {time.time() - t0:.0f} s"
+        )
         if any(k.startswith("loss:") for k in ref):
             print("   ", {k: round(float(ref[k]), 6) for k in ref if k.startswith("loss:")})
     return 0

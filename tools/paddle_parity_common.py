@@ -13,6 +13,7 @@ intermediate tensors are the same on both sides without storing any weights:
   by the tensor's key (:func:`sample_index`), plus their mean, standard deviation and largest
   magnitude.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -26,12 +27,12 @@ WEIGHT_SEED = 20261201
 WEIGHT_SEEDS = {"S": WEIGHT_SEED, "M": 3, "L": WEIGHT_SEED, "X": 4, "H": WEIGHT_SEED}
 SAMPLE_SEED = 11
 N_SAMPLES = 512
-INPUT_SIZE = 320          # the network input is INPUT_SIZE x INPUT_SIZE
-N_QUERIES_KEPT = 300      # final logits/boxes kept for the first N queries (Paddle's top-k order)
-N_MASKS_KEPT = 4          # final mask logits kept for this many queries (tools/paddle_parity.py)
-MASK_HEAD_GAIN = 4.0      # mask_query_head's last layer scaled up: mask logits O(1), signs not near 0
+INPUT_SIZE = 320  # the network input is INPUT_SIZE x INPUT_SIZE
+N_QUERIES_KEPT = 300  # final logits/boxes kept for the first N queries (Paddle's top-k order)
+N_MASKS_KEPT = 4  # final mask logits kept for this many queries (tools/paddle_parity.py)
+MASK_HEAD_GAIN = 4.0  # mask_query_head's last layer scaled up: mask logits O(1), signs not near 0
 VARIANTS = ("S", "M", "L", "X", "H")
-LOSS_STREAM_SEED = 777    # uniform stream both sides' random mask sample points are drawn from
+LOSS_STREAM_SEED = 777  # uniform stream both sides' random mask sample points are drawn from
 
 
 def _rng(seed: int, key: str) -> np.random.Generator:
@@ -86,9 +87,13 @@ def summarise(key: str, a: np.ndarray) -> dict:
     """The stored form of an intermediate tensor: values at fixed positions and three statistics."""
     a = np.asarray(a, dtype=np.float32)
     flat = a.reshape(-1)
-    return {f"{key}:sample": flat[sample_index(key, flat.size)], f"{key}:shape": np.array(a.shape),
-            f"{key}:stats": np.array([flat.mean(dtype=np.float64), flat.std(dtype=np.float64),
-                                      np.abs(flat).max()], np.float64)}
+    return {
+        f"{key}:sample": flat[sample_index(key, flat.size)],
+        f"{key}:shape": np.array(a.shape),
+        f"{key}:stats": np.array(
+            [flat.mean(dtype=np.float64), flat.std(dtype=np.float64), np.abs(flat).max()], np.float64
+        ),
+    }
 
 
 def training_targets(size: int = INPUT_SIZE) -> dict:
@@ -96,13 +101,18 @@ def training_targets(size: int = INPUT_SIZE) -> dict:
     ``labels`` int64 [3], ``boxes`` float32 [3, 4] normalised cxcywh (tight), ``masks`` float32 [3, size, size]."""
     yy, xx = np.mgrid[0:size, 0:size]
     s = size / 320.0
-    masks = [((xx >= 30 * s) & (xx < 150 * s) & (yy >= 40 * s) & (yy < 120 * s)),
-             ((xx >= 170 * s) & (xx < 300 * s) & (yy >= 150 * s) & (yy < 290 * s)),
-             ((xx - 90 * s) ** 2 + (yy - 230 * s) ** 2 < (55 * s) ** 2)]
+    masks = [
+        ((xx >= 30 * s) & (xx < 150 * s) & (yy >= 40 * s) & (yy < 120 * s)),
+        ((xx >= 170 * s) & (xx < 300 * s) & (yy >= 150 * s) & (yy < 290 * s)),
+        ((xx - 90 * s) ** 2 + (yy - 230 * s) ** 2 < (55 * s) ** 2),
+    ]
     boxes = []
     for m in masks:
         ys, xs = np.nonzero(m)
         x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
         boxes.append([(x1 + x2) / 2 / size, (y1 + y2) / 2 / size, (x2 - x1) / size, (y2 - y1) / size])
-    return {"labels": np.array([5, 17, 42], np.int64), "boxes": np.array(boxes, np.float32),
-            "masks": np.stack(masks).astype(np.float32)}
+    return {
+        "labels": np.array([5, 17, 42], np.int64),
+        "boxes": np.array(boxes, np.float32),
+        "masks": np.stack(masks).astype(np.float32),
+    }
