@@ -18,7 +18,7 @@ class PredictionExplorer(StaticFallback, W.VBox):
 
     ``results``: ``Result`` objects (or paths to ``*_res.json`` files). Predict once with a low
     threshold; the sliders then choose what is shown, counted and saved. Masks are re-thresholded
-    from the soft masks when the results have them (``Result.mask_probs``); otherwise the mask
+    from the soft masks when the results have them (``Result.soft_masks``); otherwise the mask
     slider is disabled. "Save JSON" writes the filtered result of the current image to
     ``output_dir``; the link downloads it in the browser.
     """
@@ -40,7 +40,7 @@ class PredictionExplorer(StaticFallback, W.VBox):
         lo = min(float(threshold), min((r.threshold for r in self.results), default=0.0))
         self.threshold = styled(W.FloatSlider(min=round(lo, 2), max=1.0, step=0.01, value=float(threshold),
                                               description="score ≥", continuous_update=False), "wb-score-threshold")
-        soft = all(r.mask_probs is not None for r in self.results)
+        soft = all(r.soft_masks is not None for r in self.results)
         self.mask_threshold = styled(W.FloatSlider(min=0.05, max=0.95, step=0.05, value=float(mask_threshold),
                                                    description="mask ≥", continuous_update=False, disabled=not soft),
                                      "wb-mask-threshold")
