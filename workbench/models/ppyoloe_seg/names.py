@@ -50,8 +50,9 @@ SMOKE = {
 # Not registered as ``weights="coco"`` yet: the URL below follows PaddleX's pattern for its other
 # instance-segmentation models but was not checked from this machine (no download); until it is,
 # pass PaddleDetection's file as a local path or URL (``weights=".../ppyoloe_seg_s_80e_coco.pdparams"``).
-NO_COCO_WEIGHTS = ("PaddleDetection publishes https://paddledet.bj.bcebos.com/models/ppyoloe_seg_s_80e_coco.pdparams; "
-                   "pass it as weights= (converted on the fly)")
+NO_COCO_WEIGHTS = ("weights='coco' is not wired for it yet; PaddleDetection's "
+                   "https://paddledet.bj.bcebos.com/models/ppyoloe_seg_s_80e_coco.pdparams can be passed as weights=, "
+                   "converted on the fly")
 # Candidate official COCO weights: PaddleX's "trained model" .pdparams of the name (the pattern of its other
 # instance-segmentation models) — PaddleDetection's own file is
 # https://paddledet.bj.bcebos.com/models/ppyoloe_seg_s_80e_coco.pdparams (same architecture, same keys).
