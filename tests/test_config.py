@@ -13,7 +13,7 @@ PADDLEX_NAMES = [
     "MaskRCNN-ResNet50-FPN", "MaskRCNN-ResNet50", "MaskRCNN-ResNet101-FPN", "MaskRCNN-ResNeXt101-vd-FPN",
     "MaskRCNN-ResNet50-vd-FPN", "MaskRCNN-ResNet101-vd-FPN", "MaskRCNN-ResNet50-vd-SSLDv2-FPN",
     "Cascade-MaskRCNN-ResNet50-FPN", "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN",
-    "Mask-RT-DETR-S", "Mask-RT-DETR-M", "Mask-RT-DETR-L", "Mask-RT-DETR-X", "Mask-RT-DETR-H",
+    "Mask-RT-DETR-S", "Mask-RT-DETR-M", "Mask-RT-DETR-L", "Mask-RT-DETR-X", "Mask-RT-DETR-H", "PP-YOLOE_seg-S",
 ]
 
 

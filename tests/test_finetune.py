@@ -32,6 +32,9 @@ def _expected_class_specific(fam: str, k: int) -> dict[str, tuple]:
             "roi_heads.mask_head.predictor.weight": (k, 256, 1, 1),
             "roi_heads.mask_head.predictor.bias": (k,),
         }
+    if fam == "ppyoloe_seg":  # the class branch of each of the three levels (neck widths 384/192/96)
+        return {**{f"yolo_head.pred_cls.{i}.weight": (k, c, 3, 3) for i, c in enumerate((384, 192, 96))},
+                **{f"yolo_head.pred_cls.{i}.bias": (k,) for i in range(3)}}
     return {
         "transformer.score_head.weight": (k, 256),
         "transformer.score_head.bias": (k,),
@@ -81,7 +84,7 @@ def test_finetune_reinitialises_exactly_the_class_specific_layers(trainer_init, 
         assert torch.equal(own[k].cpu(), ck[k]), k
     for k, shape in new.items():
         assert tuple(own[k].shape) == shape
-    if fam == "mask_rtdetr":  # the EMA copy (the weights evaluated and saved) starts from them too
+    if fam in ("mask_rtdetr", "ppyoloe_seg"):  # the EMA copy (the weights evaluated and saved) starts from them too
         ema = tr.ema.module.state_dict()
         assert all(torch.equal(ema[k], own[k]) for k in own)
 
