@@ -1,9 +1,10 @@
-"""Per-image inference latency of the Mask-RT-DETR variants at 640 px.
+"""Per-image inference latency of the Mask-RT-DETR variants and PP-YOLOE_seg-S at 640 px.
 
 Reports the median of ``--runs`` timed forward passes (after one warm-up) of the full model
-(eval mode, batch 1, top-k + mask resize included) and each variant's ratio to S measured in the
-same run, and to ``MaskRCNN-ResNet50-FPN`` (Detectron2 family, see :func:`extra_models`) when it
-can be built.
+(eval mode, batch 1, top-k + mask resize included) and each model's ratio to Mask-RT-DETR-S measured
+in the same run, and to ``MaskRCNN-ResNet50-FPN`` (Detectron2 family, see :func:`extra_models`) when
+it can be built. PP-YOLOE_seg-S: forward, NMS (PaddleDetection's numbers) and the image-size masks of
+its top 100 detections, like Mask-RT-DETR's top 100.
 
     PYTHONPATH=. python benchmarks/latency.py --variants S M L --runs 5 --device cpu
 """
@@ -67,6 +68,23 @@ def _mask_rtdetr_entry(variant: str):
     return f"Mask-RT-DETR-{variant}", build, run
 
 
+def _ppyoloe_entry():
+    from workbench.models.ppyoloe_seg.model import build_ppyoloe_seg
+    from workbench.models.ppyoloe_seg.postprocess import binary_masks, decode
+
+    def build():
+        return build_ppyoloe_seg("S", num_classes=80).eval()
+
+    def run(model, images):
+        size = (images.shape[-2], images.shape[-1])
+        d = decode(model(images), [size])[0]
+        top = {k: (v[:100] if k in ("scores", "labels", "boxes", "boxes_input", "mask_logits") else v)
+               for k, v in d.items()}
+        return binary_masks(top, size)
+
+    return "PP-YOLOE_seg-S", build, run
+
+
 def time_model(build, run, size: int, runs: int, device: torch.device) -> float:
     model = build().to(device)
     x = torch.rand(1, 3, size, size, device=device)
@@ -93,6 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave the default)")
+    ap.add_argument("--no-ppyoloe", action="store_true", help="leave PP-YOLOE_seg-S out")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,6 +120,8 @@ def main(argv=None) -> int:
     entries = [_mask_rtdetr_entry(v) for v in args.variants]
     if "S" not in args.variants:  # the reference is always measured in the same run
         entries.insert(0, _mask_rtdetr_entry("S"))
+    if not args.no_ppyoloe:
+        entries.append(_ppyoloe_entry())
     entries += extra_models()
     results = {}
     for name, build, run in entries:
