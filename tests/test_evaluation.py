@@ -246,3 +246,34 @@ def test_evaluate_results_file_equals_pycocotools(tmp_path, boxes):
         for k, name in enumerate(STAT_NAMES):
             g, w = rep[t][name], want[t][k]
             assert (g is None and w is None) or abs(g - w) < 1e-12, (boxes, t, name, g, w)
+
+
+def test_batched_results_index_equals_loadres(tmp_path):
+    """The fast path's results index (areas and boxes of all masks in one call each) holds exactly
+    what faster-coco-eval's ``loadRes`` makes: the same records, values and types, the same lookups."""
+    pytest.importorskip("faster_coco_eval")
+    from faster_coco_eval import COCO
+
+    from workbench.evaluation.metrics import _gt_dict, _load_results
+
+    parts = make_shapes_dataset(tmp_path, 60, 0, (64, 64), seed=9, classes=("circle", "square", "triangle"))
+    gt = parts["train"]
+    add_crowd_and_empty(gt, seed=1)
+    dets = noisy_predictions(gt, seed=4)
+    assert dets and "bbox" not in dets[0]
+    coco_gt = COCO(_gt_dict(gt))
+    ref = coco_gt.loadRes([dict(d) for d in dets])
+    ours = _load_results(coco_gt, [dict(d) for d in dets])
+    assert ours.anns.keys() == ref.anns.keys()
+    for k, a in ref.anns.items():
+        b = ours.anns[k]
+        assert a.keys() == b.keys()
+        for f in a:
+            assert type(a[f]) is type(b[f]), f
+            assert np.array_equal(a[f], b[f]) if f != "segmentation" else a[f] == b[f], (k, f)
+    assert ours.imgs == ref.imgs and ours.cats == ref.cats and ours.catToImgs == ref.catToImgs
+    assert {i: [a["id"] for a in v] for i, v in ours.imgToAnns.items()} == \
+        {i: [a["id"] for a in v] for i, v in ref.imgToAnns.items()}
+    # a list with boxes takes loadRes's box branch, as before
+    boxed = [{**d, "bbox": [1.0, 2.0, 3.0, 4.0]} for d in dets[:5]]
+    assert _load_results(coco_gt, boxed).anns[1]["area"] == 12.0

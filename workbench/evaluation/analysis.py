@@ -39,19 +39,22 @@ class ImageErrors:
 
     @property
     def num_errors(self) -> int:
-        return sum(v for k, v in self.counts.items() if k != "tp")
+        return sum(self.counts.values()) - self.counts["tp"]
 
     @property
     def f1(self) -> float:
-        tp = self.counts["tp"]
-        fp = self.num_errors - self.counts["missed"]
-        fn = self.counts["missed"]
-        return 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
+        c = self.counts
+        tp = c["tp"]
+        fp_fn = sum(c.values()) - tp  # false positives (every error kind but missed) + missed
+        return 2 * tp / (2 * tp + fp_fn) if (tp + fp_fn) else 1.0
 
 
 def worst_first_key(e: ImageErrors) -> tuple:
     """Sort key of the worst images (the report's and the explorer's): lowest F1 first, then the most errors."""
-    return (e.f1, -e.num_errors)
+    c = e.counts
+    tp = c["tp"]
+    errors = sum(c.values()) - tp
+    return (2 * tp / (2 * tp + errors) if tp + errors else 1.0, -errors)
 
 
 def _to_rle(seg, h, w):

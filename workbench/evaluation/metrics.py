@@ -150,7 +150,40 @@ def _fast_index(gt_dict: dict, dets: list[dict]):
 
     gt_dict, dets = _fresh(gt_dict, dets)
     coco_gt = COCO(gt_dict)
-    return coco_gt, (coco_gt.loadRes(dets) if dets else None)
+    return coco_gt, (_load_results(coco_gt, dets) if dets else None)
+
+
+def _load_results(coco_gt, dets: list[dict]):
+    """``coco_gt.loadRes(dets)`` with the mask branch's areas and boxes computed in one call each.
+
+    ``loadRes`` of a mask-only results list (its first detection has no ``bbox``) computes the area
+    and box of every detection with one C call per detection (~15 µs each: a third of the index's
+    time at a few thousand detections). The same functions take the whole list at once; the index
+    built here has the same records as ``loadRes``'s (``area`` = mask area, ``bbox`` = its box
+    where missing, ``id`` 1.., ``iscrowd`` 0). Any other kind of list goes to ``loadRes`` itself,
+    as does one with an image id the ground truth lacks (its assertion is what callers expect)."""
+    import copy
+
+    from faster_coco_eval import COCO
+    from faster_coco_eval.core import mask as mask_api
+
+    if "bbox" in dets[0] and dets[0]["bbox"] != [] or not all("segmentation" in d for d in dets) \
+            or not {d["image_id"] for d in dets} <= set(coco_gt.imgs):
+        return coco_gt.loadRes(dets)
+    segs = [d["segmentation"] for d in dets]
+    areas = mask_api.area(segs)
+    boxes = mask_api.toBbox(segs)
+    for i, d in enumerate(dets):
+        d["area"] = areas[i]
+        if "bbox" not in d:
+            d["bbox"] = boxes[i]
+        d["id"] = i + 1
+        d["iscrowd"] = 0
+    res = COCO()
+    res.dataset = {"info": copy.deepcopy(coco_gt.dataset.get("info", {})), "images": list(coco_gt.dataset["images"]),
+                   "categories": copy.deepcopy(coco_gt.dataset["categories"]), "annotations": dets}
+    res.createIndex()
+    return res
 
 
 def _fast_eval(coco_gt, coco_dt, iou_type: str):
