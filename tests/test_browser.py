@@ -156,7 +156,7 @@ def test_dataset_browser_in_jupyterlab(lab, page, tmp_path):
     base, root = lab
     data = root / "shapes"
     make_shapes_dataset(data, num_train=6, num_val=3, size=(160, 160), seed=5, classes=("circle", "square"))
-    nb_file = _prepare_notebook(root, "01_check_data", {"dataset_dir": str(data), "labelme_dir": None,
+    nb_file = _prepare_notebook(root, "02_check_data", {"dataset_dir": str(data), "labelme_dir": None,
                                                         "output_dir": str(tmp_path / "check"), "num_samples": 2})
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     _run_all(page, base, nb_file)

@@ -92,7 +92,7 @@ def executed(tmp_path_factory):
     out = tmp_path_factory.mktemp("notebooks")
     done: dict[str, Path] = {}
     # data steps on the real demo data (a copy)
-    done.update(wbnb.run_all_notebooks(out / "demo", notebooks=["02_convert_labelme", "01_check_data", "03_split"],
+    done.update(wbnb.run_all_notebooks(out / "demo", notebooks=["01_convert_labelme", "02_check_data", "03_split"],
                                        verbose=False))
     # train/evaluate/predict on small generated data, through the command line entry point
     data = out / "shapes"
@@ -124,7 +124,7 @@ def test_executed_without_errors(executed, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,png,plotly", [
-    ("01_check_data", True, True), ("02_convert_labelme", True, True), ("03_split", True, True),
+    ("02_check_data", True, True), ("01_convert_labelme", True, True), ("03_split", True, True),
     ("04_train", False, True), ("05_evaluate", True, True), ("06_predict", True, True)])
 def test_executed_outputs_keep_overlays_and_figures(executed, name, png, plotly):
     types = _mimetypes(executed[name])
@@ -209,11 +209,11 @@ def test_plain_nbconvert_execute(tmp_path):
     """``jupyter nbconvert --to notebook --execute`` with the notebook's own defaults (relative
     paths: ../data/demo_labelme -> ../runs/notebooks/...), in a copy of the repo layout."""
     (tmp_path / "notebooks").mkdir()
-    shutil.copy(NB_DIR / "01_check_data.ipynb", tmp_path / "notebooks")
+    shutil.copy(NB_DIR / "02_check_data.ipynb", tmp_path / "notebooks")
     shutil.copytree(REPO / "data" / "demo_labelme", tmp_path / "data" / "demo_labelme")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                    "--output", "executed.ipynb", str(tmp_path / "notebooks" / "01_check_data.ipynb")],
+                    "--output", "executed.ipynb", str(tmp_path / "notebooks" / "02_check_data.ipynb")],
                    check=True, env=env, capture_output=True, timeout=300)
     nb = nbformat.read(tmp_path / "notebooks" / "executed.ipynb", as_version=4)
     assert not [o for o in _outputs(nb) if o.output_type == "error"]

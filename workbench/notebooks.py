@@ -27,7 +27,7 @@ from typing import Any
 from .engine.errors import WorkbenchError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-STEP_NOTEBOOKS = ("01_check_data", "02_convert_labelme", "03_split", "04_train", "05_evaluate", "06_predict")
+STEP_NOTEBOOKS = ("01_convert_labelme", "02_check_data", "03_split", "04_train", "05_evaluate", "06_predict")
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
 

@@ -89,8 +89,8 @@ class DemoStep:
 
 
 DEMO_CHAIN = (
-    DemoStep("convert", "02_convert_labelme", "convert LabelMe -> COCO", _convert),
-    DemoStep("check", "01_check_data", "check the dataset", _check),
+    DemoStep("convert", "01_convert_labelme", "convert LabelMe -> COCO", _convert),
+    DemoStep("check", "02_check_data", "check the dataset", _check),
     DemoStep("split", "03_split", "split train/val 80/20 (seed 0)", _split),
     DemoStep("train", "04_train", "train", _train),
     DemoStep("evaluate", "05_evaluate", "evaluate on the val split", _evaluate),
