@@ -90,24 +90,29 @@ def executed(tmp_path_factory):
     from workbench.data.synthetic import make_shapes_dataset
 
     out = tmp_path_factory.mktemp("notebooks")
+    # run from copies in a folder other than notebooks/ (they must not depend on where they are)
+    nb_dir = out / "elsewhere" / "deeper"
+    nb_dir.mkdir(parents=True)
+    for f in NB_DIR.glob("*.ipynb"):
+        shutil.copy(f, nb_dir)
     done: dict[str, Path] = {}
     # data steps on the real demo data (a copy)
     done.update(wbnb.run_all_notebooks(out / "demo", notebooks=["01_convert_labelme", "02_check_data", "03_split"],
-                                       verbose=False))
+                                       notebook_dir=nb_dir, verbose=False))
     # train/evaluate/predict on small generated data, through the command line entry point
     data = out / "shapes"
     make_shapes_dataset(data, num_train=6, num_val=2, size=(96, 96), seed=3)
     train, nbs = out / "train", out / "executed"
-    rc = wbnb.main(["04_train", "--output-dir", str(nbs), "-p", f"dataset_dir={data}", "-p", f"output_dir={train}",
+    rc = wbnb.main([str(nb_dir / "04_train.ipynb"), "--output-dir", str(nbs), "-p", f"dataset_dir={data}", "-p", f"output_dir={train}",
                     "-p", "epochs_iters=2", "-p", "batch_size=1", "-p", "input_size=128",
                     "-p", "model_options={'depth': 18}", "-p", "train_options={'eval_interval': 2, 'log_interval': 1}"])
     assert rc == 0
     done["04_train"] = nbs / "04_train.ipynb"
     best = str(train / "best_model")
-    done["05_evaluate"] = wbnb.run_notebook(NB_DIR / "05_evaluate.ipynb", {
+    done["05_evaluate"] = wbnb.run_notebook(nb_dir / "05_evaluate.ipynb", {
         "dataset_dir": str(data), "model_dir": best, "output_dir": str(out / "evaluate")}, nbs)
     val_images = sorted(str(p) for p in (data / "images").glob("val_*.png"))
-    done["06_predict"] = wbnb.run_notebook(NB_DIR / "06_predict.ipynb", {
+    done["06_predict"] = wbnb.run_notebook(nb_dir / "06_predict.ipynb", {
         "model_dir": best, "inputs": val_images, "output_dir": str(out / "predict")}, nbs)
     return {"dir": out, "train": train, **{k: nbformat.read(v, as_version=4) for k, v in done.items()}}
 
@@ -206,16 +211,33 @@ def test_train_notebook_runs_for_each_family(tmp_path, model_name, unit, params)
 
 @pytest.mark.slow
 def test_plain_nbconvert_execute(tmp_path):
-    """``jupyter nbconvert --to notebook --execute`` with the notebook's own defaults (relative
-    paths: ../data/demo_labelme -> ../runs/notebooks/...), in a copy of the repo layout."""
-    (tmp_path / "notebooks").mkdir()
-    shutil.copy(NB_DIR / "02_check_data.ipynb", tmp_path / "notebooks")
-    shutil.copytree(REPO / "data" / "demo_labelme", tmp_path / "data" / "demo_labelme")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    """``jupyter nbconvert --to notebook --execute`` with the notebook's own defaults, opened from a
+    folder that is not ``notebooks/``: its relative paths (data/demo_labelme -> runs/notebooks/...)
+    start from the workbench home (``$WORKBENCH_HOME`` here), not from the notebook's folder."""
+    where = tmp_path / "somewhere" / "else"
+    where.mkdir(parents=True)
+    shutil.copy(NB_DIR / "02_check_data.ipynb", where)
+    home = tmp_path / "home"
+    shutil.copytree(REPO / "data" / "demo_labelme", home / "data" / "demo_labelme")
+    env = dict(os.environ, WORKBENCH_HOME=str(home),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                    "--output", "executed.ipynb", str(tmp_path / "notebooks" / "02_check_data.ipynb")],
+                    "--output", "executed.ipynb", str(where / "02_check_data.ipynb")],
                    check=True, env=env, capture_output=True, timeout=300)
-    nb = nbformat.read(tmp_path / "notebooks" / "executed.ipynb", as_version=4)
+    nb = nbformat.read(where / "executed.ipynb", as_version=4)
     assert not [o for o in _outputs(nb) if o.output_type == "error"]
     assert {"image/png", PLOTLY} <= _mimetypes(nb)
-    assert (tmp_path / "runs" / "notebooks" / "check" / "check_dataset_result.json").is_file()
+    assert (home / "runs" / "notebooks" / "check" / "check_dataset_result.json").is_file()
+    assert not (where / "runs").exists() and not (tmp_path / "somewhere" / "runs").exists()
+
+
+def test_notebook_paths_start_from_the_home(tmp_path, monkeypatch):
+    from workbench.paths import from_home, home
+
+    monkeypatch.delenv("WORKBENCH_HOME", raising=False)
+    assert home() == REPO  # the checkout the package runs from
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    monkeypatch.chdir(REPO / "notebooks")
+    assert from_home("data/x") == str(tmp_path / "data" / "x")
+    assert from_home("/abs/y.jpg", None, 0, "coco", "http://h/a.jpg") == ("/abs/y.jpg", None, 0, "coco", "http://h/a.jpg")
+    assert from_home(["a.jpg", "/b.jpg"]) == [str(tmp_path / "a.jpg"), "/b.jpg"]

@@ -160,7 +160,7 @@ def run_all_notebooks(output_dir: str | os.PathLike = "runs/notebooks", labelme_
                       train_options: dict | None = None, notebooks: list[str] | None = None,
                       notebook_dir: str | os.PathLike | None = None, verbose: bool = True) -> dict[str, Path]:
     """The demo chain (``workbench.pipeline.demo``) as the step notebooks, in data-flow order:
-    convert (02), check (01), split (03), train (04), evaluate (05), predict (06). Executed copies go
+    convert (01), check (02), split (03), train (04), evaluate (05), predict (06). Executed copies go
     to ``output_dir/notebooks``; returns notebook name -> executed copy."""
     from .pipeline.demo import DEMO_CHAIN, run_demo
 
