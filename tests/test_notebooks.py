@@ -103,7 +103,8 @@ def executed(tmp_path_factory):
     data = out / "shapes"
     make_shapes_dataset(data, num_train=6, num_val=2, size=(96, 96), seed=3)
     train, nbs = out / "train", out / "executed"
-    rc = wbnb.main([str(nb_dir / "04_train.ipynb"), "--output-dir", str(nbs), "-p", f"dataset_dir={data}", "-p", f"output_dir={train}",
+    rc = wbnb.main([str(nb_dir / "04_train.ipynb"), "--output-dir", str(nbs),
+                    "-p", f"dataset_dir={data}", "-p", f"output_dir={train}",
                     "-p", "epochs_iters=2", "-p", "batch_size=1", "-p", "input_size=128",
                     "-p", "model_options={'depth': 18}", "-p", "train_options={'eval_interval': 2, 'log_interval': 1}"])
     assert rc == 0
