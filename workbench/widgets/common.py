@@ -112,6 +112,20 @@ def styled(widget, css: str):
     return widget
 
 
+def wrapping_row(children, css: str | None = None, **layout) -> W.Box:
+    """A row that wraps its children onto the next line when the notebook is too narrow for them
+    (side by side on a wide screen, stacked at 1400 px with the file browser open)."""
+    layout = {"display": "flex", "flex_flow": "row wrap", "align_items": "flex-start", "width": "100%", **layout}
+    box = W.Box(list(children), layout=W.Layout(**layout))
+    return styled(box, css) if css else box
+
+
+def chart_output(css: str) -> W.Output:
+    """An ``Output`` for a plotly chart in a ``wrapping_row``: grows to share the row, never narrower
+    than ``min_width`` (below that it moves to its own line); plotly autosizes to its width."""
+    return styled(W.Output(layout=W.Layout(flex="1 1 460px", min_width="340px", max_width="100%")), css)
+
+
 class StaticFallback:
     """Mixin: add a static picture of the current state to the widget's display output."""
 
