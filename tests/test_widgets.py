@@ -346,5 +346,8 @@ def test_failed_panel_run_is_red_and_raises_inside_a_kernel(tmp_path, monkeypatc
     assert p.progress.bar_style == "danger" and "done" not in p.status.value
     assert "failed:" in p.status.value and "no_such_labelme_dir" in p.status.value
     assert "<details" in p.summary.value and "Traceback" in p.summary.value
+    # the cell's own output is one line, not a second traceback (IPython prints _render_traceback_)
+    shown = info.value._render_traceback_()
+    assert len(shown) == 1 and "ConvertPanel failed" in shown[0] and "no_such_labelme_dir" in shown[0]
     p.run_button.click()  # a button press shows the same, without raising
     assert p.progress.bar_style == "danger" and p.error is not None

@@ -61,6 +61,13 @@ class _StepPanel(StaticFallback, W.VBox):
             self.summary.value = (f"<details class='wb-trace'><summary>details (traceback)</summary>"
                                   f"<pre>{html.escape(trace)}</pre></details>")
             if raise_errors:
+                # in a notebook the cell stops here with one line (the panel above shows the trace);
+                # IPython prints ``_render_traceback_()`` instead of the traceback when it exists
+                try:
+                    e._render_traceback_ = lambda: [f"{type(self).__name__} failed: {_one_line(e)} "
+                                                    "(the traceback is under 'details' in the panel)"]
+                except AttributeError:  # an exception type without a __dict__
+                    pass
                 raise e
             return None
         finally:
