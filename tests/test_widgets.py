@@ -282,7 +282,7 @@ def test_training_panel_progress_counts_optimizer_steps():
                   "best_segm_AP": 0.2, "best_epochs_iters": 1}]
     p._draw()
     assert (p.progress.value, p.progress.max, p.progress.description) == (10, 40, "10/40 it")
-    assert "4.00 it/s" in p.status.value and "ETA 0:08" in p.status.value and "val mask AP 0.200" in p.status.value
+    assert "10 / 40 it · 0.25 s/it · ETA 0:08" in p.status.value and "val mask AP 0.200" in p.status.value
     assert wbw.progress_of(p.records)["eta_s"] == pytest.approx(7.5)
     loss, ap = p.figures()["loss"], p.figures()["metrics"]
     assert loss.layout.xaxis.title.text == "iteration" and list(loss.data[0].x) == [1, 10]

@@ -93,6 +93,17 @@ class Predictions(Iterator):
         predict_logger.warning("predict: skipped %s: %s", path, what)
 
 
+class Evaluation(dict):
+    """What ``BaseModel.evaluate`` returns: the result dict (``evaluate_result.json`` and
+    ``wall_time_s``; JSON-ready, as any dict) with the split's predictions in ``results`` (one
+    ``Result`` per image of the split, in its order, every detection), e.g. for
+    ``widgets.EvaluationExplorer`` without predicting the split again."""
+
+    def __init__(self, data: dict, results: list | None = None):
+        super().__init__(data)
+        self.results = list(results) if results is not None else None
+
+
 class BaseModel(ABC):
     family: ClassVar[str] = ""
     unit: ClassVar[str] = "iterations"
@@ -280,9 +291,14 @@ class BaseModel(ABC):
         split: str = "val",
         batch_size: int = 1,
         progress: bool | None = None,
-    ) -> dict:
+    ) -> Evaluation:
         """COCO bbox and segm AP (AP, AP50, AP75, APs/m/l, AR…, per class) on a split of a
-        PaddleX-layout dataset; ``<output>/evaluate_result.json`` and the report when ``output`` is given."""
+        PaddleX-layout dataset; ``<output>/evaluate_result.json`` and the report when ``output`` is given.
+
+        Returns the result dict (``evaluate_result.json``'s content and ``wall_time_s``) as an
+        ``Evaluation``, whose ``results`` are the split's predictions (one ``Result`` per image,
+        every detection): the evaluation explorer uses them, so the split is predicted once. A
+        progress bar counts the predicted images (``progress=False``: none)."""
         from ..data.dataset import Dataset
         from ..evaluation import evaluate, predict_split, to_coco_detections
 
@@ -291,10 +307,12 @@ class BaseModel(ABC):
         if self.weights is None and self._net is None:
             raise WeightsError(f"{self.name} has no trained weights; evaluate needs weights=... in create_model")
         self.check_classes(ds, f"the dataset {ds.source}")
-        results = predict_split(self, ds, batch_size=batch_size, progress=progress)
+        results = predict_split(
+            self, ds, batch_size=batch_size, progress=progress is not False, desc=f"evaluate {self.name} on {split}"
+        )
         info = {"model_name": self.name, "weights": self.weights, "dataset_dir": str(dataset_dir), "split": split}
         report = evaluate(to_coco_detections(ds, results), ds, output_dir=output, info=info)
-        return {**report.to_dict(), "wall_time_s": round(time.perf_counter() - t0, 2)}
+        return Evaluation({**report.to_dict(), "wall_time_s": round(time.perf_counter() - t0, 2)}, results)
 
     def train(self, dataset_dir: str | os.PathLike, output: str | os.PathLike = "output", **kwargs) -> dict:
         """Train on the PaddleX COCO layout in ``dataset_dir`` (train split; the val split is evaluated).
@@ -304,10 +322,13 @@ class BaseModel(ABC):
         ``save_interval``, ``log_interval``, ``warmup_steps``, ``early_stop_patience``, ``amp``,
         ``device``, ``num_processes``, ``num_workers``, ``seed``, ``ignore_class_mismatch``, ``progress``,
         ``max_to_keep``, ``save_training_state``) and the family's ``train_options``; defaults are
-        ``default_train_args``. Writes the run directory (``engine.run_dir``); returns
-        ``train_result.json``; afterwards this object holds the best weights.
+        ``default_train_args``. Writes the run directory (``engine.run_dir``): ``output`` for the
+        first run, ``output-2``, ``output-3`` … when a run was started there before (a resumed run
+        continues in its own folder, ``run_dir.new_run_dir``); returns ``train_result.json`` (its
+        ``paths.output`` names the folder); afterwards this object holds the best weights.
         """
         from .launcher import launch, num_processes, resolve_device
+        from .run_dir import new_run_dir
 
         for k in [k for k in kwargs if k not in TrainArgs.field_names() and k not in self.train_options]:
             if kwargs[k] is None:
@@ -318,6 +339,7 @@ class BaseModel(ABC):
             raise ValueError("amp=True needs a GPU device (automatic mixed precision is a CUDA feature here)")
         args.num_processes = num_processes(args.device, args.num_processes)
         args.input_size = int(args.input_size or self.input_size)
+        output = new_run_dir(output, resume=bool(args.resume), resume_path=args.resume_path)  # its own folder
         job = self.train_job(str(dataset_dir), str(output), dev, args)
         module, _, cls = self.trainer.partition(":")
         trainer = getattr(importlib.import_module(module), cls)

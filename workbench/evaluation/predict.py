@@ -17,9 +17,10 @@ from ..data.dataset import Dataset
 
 def predict_split(model: Any, dataset: Dataset | str | os.PathLike, split: str = "val", threshold: float = 0.0,
                   batch_size: int = 1, progress: bool | None = None, keep_image: bool = False,
-                  keep_soft_masks: bool = False) -> list:
+                  keep_soft_masks: bool = False, desc: str | None = None) -> list:
     """``model.infer`` on every image of ``dataset`` (a ``Dataset`` or a PaddleX dataset folder).
-    ``keep_soft_masks``: keep each ``Result``'s soft masks (``filter(mask_threshold=...)``)."""
+    ``keep_soft_masks``: keep each ``Result``'s soft masks (``filter(mask_threshold=...)``).
+    ``progress``: a progress bar (images; None: when there is more than one), titled ``desc``."""
     from tqdm.auto import tqdm
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset.load_paddlex(dataset, split)
@@ -27,7 +28,7 @@ def predict_split(model: Any, dataset: Dataset | str | os.PathLike, split: str =
     bs = max(1, int(batch_size))
     show = len(images) > 1 if progress is None else progress
     out = []
-    with tqdm(total=len(images), desc=f"predict {ds.split or 'split'}", unit="img", disable=not show) as bar:
+    with tqdm(total=len(images), desc=desc or f"predict {ds.split or 'split'}", unit="img", disable=not show) as bar:
         for i in range(0, len(images), bs):
             chunk = images[i:i + bs]
             arrays = [ds.load_image(im) for im in chunk]

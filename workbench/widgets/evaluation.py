@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import StaticFallback, W, fit, png_b64, set_figure, styled, table_html
+from .common import StaticFallback, W, chart_output, fit, png_b64, set_figure, styled, table_html, wrapping_row
 
 
 def ap_table_html(evaluation: dict) -> str:
@@ -46,10 +46,13 @@ class EvaluationExplorer(StaticFallback, W.VBox):
     """AP table per class, PR curves per class and IoU, and the worst images with overlays.
 
     ``evaluation``: the dict of ``model.evaluate`` or a path to ``evaluate_result.json`` (or its
-    folder). ``results``: the model's ``Result`` per image of the split
-    (``workbench.evaluation.predict_split``); with them the explorer computes PR curves (unless the
+    folder). ``results``: the model's ``Result`` per image of the split; by default those that
+    ``model.evaluate`` kept (``evaluation.results``: the split is predicted once), else
+    ``workbench.evaluation.predict_split``'s. With them the explorer computes PR curves (unless the
     evaluation has them) and ranks images as the report does (per-image F1 of mask matches at IoU
-    0.5, detections scored at least the threshold slider).
+    0.5, detections scored at least the threshold slider). Side-by-side parts stack when the
+    notebook is narrow. The explorer draws the PR curves; ``analysis_figures()`` are the other
+    charts of the evaluation (shown once, below it, in 05_evaluate), ``figures()`` all of them.
     """
 
     def __init__(self, evaluation, dataset_dir: str | os.PathLike | None = None, results: Sequence | None = None,
@@ -61,6 +64,8 @@ class EvaluationExplorer(StaticFallback, W.VBox):
             p = Path(evaluation)
             evaluation = json.loads((p / "evaluate_result.json" if p.is_dir() else p).read_text())
         self.evaluation = evaluation
+        if results is None:
+            results = getattr(evaluation, "results", None)  # kept by model.evaluate
         self.split = split or evaluation.get("split", "val")
         dataset_dir = dataset_dir or evaluation.get("dataset_dir")
         self.dataset = Dataset.load_paddlex(dataset_dir, self.split) if dataset_dir else None
@@ -74,7 +79,7 @@ class EvaluationExplorer(StaticFallback, W.VBox):
         self.pr = stored or (pr_curves_from_results(self.dataset, self.results) if explore else None)
         self.iou = styled(W.Dropdown(options=list((self.pr or {}).get("curves", {})) or ["IoU 0.50"],
                                      description="PR at"), "wb-pr-iou")
-        self.pr_out = styled(W.Output(), "wb-pr-curves")
+        self.pr_out = chart_output("wb-pr-curves")
         self.threshold = styled(W.FloatSlider(min=0.0, max=1.0, step=0.05, value=float(threshold),
                                               description="score ≥", continuous_update=False), "wb-score-threshold")
         self.worst = styled(W.Dropdown(options=[], description="worst images", layout=W.Layout(width="620px")),
@@ -88,9 +93,9 @@ class EvaluationExplorer(StaticFallback, W.VBox):
         if self.pr is not None:
             children += [self.iou, self.pr_out]
         if explore:
-            children += [W.HBox([self.threshold, self.worst]), self.info,
-                         W.HBox([W.VBox([W.HTML("ground truth"), self.gt_image]),
-                                 W.VBox([W.HTML("prediction"), self.pred_image])])]
+            children += [wrapping_row([self.threshold, self.worst], align_items="center"), self.info,
+                         wrapping_row([W.VBox([W.HTML("ground truth"), self.gt_image]),
+                                       W.VBox([W.HTML("prediction"), self.pred_image])], "wb-image-pair")]
         super().__init__(children, **kwargs)
         self.add_class("wb-evaluation-explorer")
         self.iou.observe(lambda _c: self._draw_pr(), "value")
@@ -150,16 +155,20 @@ class EvaluationExplorer(StaticFallback, W.VBox):
                            f"{len(r)} prediction(s) with score ≥ {self.threshold.value:.2f}; "
                            f"F1 {e.f1:.2f} at mask IoU 0.5, mean IoU of matches {mean_match_iou(e):.2f}")
 
+    def analysis_figures(self) -> dict:
+        """The charts of ``evaluate_result.json``'s analysis that the explorer does not draw itself:
+        confusion matrix, errors by kind, threshold sweep."""
+        from ..evaluation import analysis_figures
+
+        return {k: f for k, f in analysis_figures(self.evaluation).items() if k != "pr_curves"}
+
     def figures(self) -> dict:
         """The analysis of ``evaluate_result.json`` (confusion matrix, errors by kind, threshold sweep)
         and the PR curves at the chosen IoU."""
-        from ..evaluation import analysis_figures
         from ..viz import pr_figure
 
-        figs = analysis_figures(self.evaluation)
-        if self.pr is not None:
-            figs["pr_curves"] = pr_figure(self.pr, self.iou.value)
-        return figs
+        pr = {"pr_curves": pr_figure(self.pr, self.iou.value)} if self.pr is not None else {}
+        return {**pr, **self.analysis_figures()}
 
     def static_bundle(self) -> dict:
         out = {}

@@ -14,9 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-from .common import StaticFallback, W, error_html, set_figure, styled
+from .common import StaticFallback, W, chart_output, error_html, set_figure, styled, wrapping_row
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTING = "starting: loading model and data…"
 
 
 def read_metrics(path: str | os.PathLike, since: float | None = None) -> list[dict]:
@@ -74,14 +75,17 @@ class TrainingPanel(StaticFallback, W.VBox):
     """Train a model in a subprocess, with live loss/AP curves read from ``metrics.jsonl``.
 
     ``start()`` (the Start button) launches ``python -m workbench train-worker`` and returns;
-    a thread polls ``output_dir/metrics.jsonl`` and updates the progress bar (optimizer steps, with
-    rate and time left) and the figures. ``stop()`` (the Stop button) interrupts the process group
-    (SIGINT, then SIGTERM/SIGKILL if it does not end). ``wait()`` blocks until training ends
-    (interrupting the kernel stops training). ``epochs_iters``, ``batch_size`` and
-    ``learning_rate`` default to the model family's (``family_info(model).train_defaults``) and
-    are reset to the new family's when the model changes; ``epochs_iters`` counts the family's
-    unit (iterations or epochs). Extra keyword arguments of ``model.train`` (``eval_interval``,
-    ``depth``...) go in ``train_kwargs``; of ``create_model`` in ``model_kwargs``.
+    a thread polls ``output_dir/metrics.jsonl`` and updates the progress bar and the status line
+    (``starting: loading model and data… 12 s`` until the first step is logged, then
+    ``12 / 800 it · 0.46 s/it · ETA 6:04``, counting optimizer steps) and the figures, side by side
+    or stacked when the notebook is narrow. ``stop()`` (the Stop button) interrupts the process
+    group (SIGINT, then SIGTERM/SIGKILL if it does not end). ``wait()`` blocks until training ends
+    (interrupting the kernel stops training); ``summary()`` then describes the run in a few lines.
+    ``epochs_iters``, ``batch_size`` and ``learning_rate`` default to the model family's
+    (``family_info(model).train_defaults``) and are reset to the new family's when the model
+    changes; ``epochs_iters`` counts the family's unit (iterations or epochs). Extra keyword
+    arguments of ``model.train`` (``eval_interval``, ``depth``...) go in ``train_kwargs``; of
+    ``create_model`` in ``model_kwargs``.
     """
 
     def __init__(self, dataset_dir: str = "", output_dir: str = "runs/train", model_name: str | None = None,
@@ -114,8 +118,9 @@ class TrainingPanel(StaticFallback, W.VBox):
                                   "wb-stop")
         self.progress = styled(W.IntProgress(value=0, min=0, max=1, description="0 it"), "wb-progress")
         self.status = styled(W.HTML("not started"), "wb-status")
-        self.loss_out = styled(W.Output(), "wb-loss-curve")
-        self.metric_out = styled(W.Output(), "wb-metric-curve")
+        self.loss_out = chart_output("wb-loss-curve")
+        self.metric_out = chart_output("wb-metric-curve")
+        self.charts = wrapping_row([self.loss_out, self.metric_out], "wb-training-charts")
         self.device, self.weights = device, weights
         self.train_kwargs, self.model_kwargs = dict(train_kwargs or {}), dict(model_kwargs or {})
         self.poll_interval = float(poll_interval)
@@ -127,9 +132,10 @@ class TrainingPanel(StaticFallback, W.VBox):
         self._t_start = 0.0
         self._stop_requested = False
         super().__init__([self.model, self.dataset_dir, self.output_dir,
-                          W.HBox([self.iters, self.batch_size, self.lr, self.input_size]),
-                          W.HBox([self.start_button, self.stop_button, self.progress, self.status]),
-                          W.HBox([self.loss_out, self.metric_out])], **kwargs)
+                          wrapping_row([self.iters, self.batch_size, self.lr, self.input_size]),
+                          wrapping_row([self.start_button, self.stop_button, self.progress, self.status],
+                                       align_items="center"),
+                          self.charts], **kwargs)
         self.add_class("wb-training-panel")
         self.model.observe(lambda c: self.apply_family_defaults(c["new"]), "value")
         self.start_button.on_click(lambda _b: self._click_start())
@@ -179,7 +185,11 @@ class TrainingPanel(StaticFallback, W.VBox):
         if self.running:
             raise RuntimeError("training is already running; stop it first")
         spec = self._spec = self.spec()  # fixed for this run, whatever the fields show later
-        out = Path(spec["output_dir"])
+        from ..engine.run_dir import new_run_dir  # this run's own folder: output_dir, else output_dir-2 …
+
+        kw = spec["train_kwargs"]
+        spec["output_dir"] = str(new_run_dir(spec["output_dir"], bool(kw.get("resume")), kw.get("resume_path")))
+        out = self.run_dir = Path(spec["output_dir"])
         out.mkdir(parents=True, exist_ok=True)
         self.records, self.train_result, self._stop_requested = [], None, False
         self.progress.max, self.progress.value, self.progress.bar_style = 1, 0, "info"
@@ -191,7 +201,7 @@ class TrainingPanel(StaticFallback, W.VBox):
             self.process = subprocess.Popen(self.command(spec), stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True, env=env)
         self.state = "running"
-        self.status.value = f"running (pid {self.process.pid})"
+        self.status.value = " · ".join(self._status_parts(progress_of([])))
         self.start_button.disabled, self.stop_button.disabled = True, False
         self._thread = threading.Thread(target=self._poll, name="wb-training-poll", daemon=True)
         self._thread.start()
@@ -250,6 +260,8 @@ class TrainingPanel(StaticFallback, W.VBox):
                 n_seen = len(recs)
                 self.records = recs
                 self._draw()
+            elif alive:  # nothing new: the elapsed seconds of the start-up message still move
+                self.status.value = " · ".join(self._status_parts(progress_of(self.records)))
             if not alive:
                 break
             time.sleep(self.poll_interval)
@@ -281,30 +293,87 @@ class TrainingPanel(StaticFallback, W.VBox):
         set_figure(self.metric_out, metric_figure(self.records))
         self.status.value = " · ".join(self._status_parts(p))
 
+    def _schedule(self) -> int | None:
+        """The run's ``epochs_iters`` (in the family's unit)."""
+        spec = getattr(self, "_spec", None) or self.spec()
+        n = spec["train_kwargs"].get("epochs_iters")
+        return int(n) if n else None
+
+    def _progress_parts(self, p: dict, train: list[dict]) -> list[str]:
+        """While running: the start-up message until the first training step is logged, then
+        ``it / total``, seconds per step and the time left (and the epoch for epoch families)."""
+        if not train:
+            return [f"{STARTING} {time.time() - self._t_start:.0f} s"] if self._t_start else [STARTING]
+        parts = []
+        if self.unit == "epochs" and train[-1].get("epoch") is not None:
+            total = self._schedule()
+            parts.append(f"epoch {int(train[-1]['epoch'])}" + (f" / {total}" if total else ""))
+        parts.append(f"{p['iter']} / {p['max_iter']} it" if p["max_iter"] else f"{p['iter']} it")
+        if p["s_per_iter"]:
+            parts.append(f"{p['s_per_iter']:.2f} s/it")
+            if p["eta_s"] is not None:
+                parts.append(f"ETA {_duration(p['eta_s'])}")
+        return parts
+
     def _status_parts(self, p: dict) -> list[str]:
         train = [r for r in self.records if r.get("type") == "train"]
         evals = [r for r in self.records if r.get("type") == "eval"]
         res = self.train_result or {}
         parts = [self.state if not res.get("status") or res["status"] == self.state else
                  f"{self.state} ({res['status'].replace('_', ' ')})"]
-        if self.state == "running" and p["s_per_iter"]:
-            parts.append(f"{1 / p['s_per_iter']:.2f} it/s")
-            if p["eta_s"] is not None:
-                parts.append(f"ETA {_duration(p['eta_s'])}")
+        if self.state == "running":
+            parts += self._progress_parts(p, train)
+        elif train:
+            parts.append(f"{p['iter']} / {p['max_iter']} it" if p["max_iter"] else f"{p['iter']} it")
         if train and train[-1].get("total_loss") is not None:
             parts.append(f"loss {train[-1]['total_loss']:.3f}")
         if evals and evals[-1].get("segm_AP") is not None:
             parts.append(f"val mask AP {evals[-1]['segm_AP']:.3f}")
         if self.state == "failed":
             parts.append(f"<pre style='color:#b00'>{html.escape(self._failure())}</pre>")
-        elif res.get("paths", {}).get("best_model") and (
-            res.get("best_epochs_iters") is not None or res.get("status") in ("done", "stopped_early")
-        ):  # a best model of this run (not one a previous run left in the folder)
+        elif self._best_model():
             unit = res.get("unit", "iterations")
             best = res.get("best_epochs_iters")
             at = f" ({unit[:-1]} {best})" if best is not None else ""
-            parts.append(f"best model{at}: <code>{html.escape(str(res['paths']['best_model']))}</code>")
+            parts.append(f"best model{at}: <code>{html.escape(str(self._best_model()))}</code>")
         return parts
+
+    def _best_model(self) -> str | None:
+        """The best model of this run (not one a previous run left in the folder), or None."""
+        res = self.train_result or {}
+        if res.get("paths", {}).get("best_model") and (
+            res.get("best_epochs_iters") is not None or res.get("status") in ("done", "stopped_early")
+        ):
+            return res["paths"]["best_model"]
+        return None
+
+    def summary(self) -> str:
+        """The run in a few lines: status, steps done, the best validation AP and where the best and
+        the last weights are (what the end of 04_train prints)."""
+        res = self.train_result or {}
+        status = res.get("status", self.state)
+        lines = [f"status: {self.state}" + (f" ({status.replace('_', ' ')})" if status != self.state else "")]
+        unit = res.get("unit", self.unit)
+        if res:
+            lines.append(f"{unit}: {res.get('epochs_iters')} / {res.get('max_epochs_iters')} "
+                         f"({res.get('iterations')} optimizer steps, {_duration(res.get('wall_time_s') or 0)})")
+        elif self.records:
+            lines.append(" · ".join(self._status_parts(progress_of(self.records))[1:]))
+        best = res.get("best_metrics") or {}
+        if best.get("segm_AP") is not None:
+            box = f", box AP {best['bbox_AP']:.3f}" if best.get("bbox_AP") is not None else ""
+            at = f" at {unit[:-1]} {res['best_epochs_iters']}" if res.get("best_epochs_iters") is not None else ""
+            lines.append(f"best val mask AP {best['segm_AP']:.3f}{box}{at}")
+        paths = res.get("paths", {})
+        if self._best_model():
+            lines.append(f"best weights: {self._best_model()}")
+        last = next((paths[k] for k in ("model_final", "last_checkpoint") if paths.get(k) and Path(paths[k]).exists()),
+                    None)
+        if last:
+            lines.append(f"last weights: {last}")
+        if self.state == "failed":
+            lines.append(f"error: {self._failure()}")
+        return "\n".join(lines)
 
     def figures(self) -> dict:
         from ..viz import loss_figure, metric_figure
