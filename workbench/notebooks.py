@@ -5,6 +5,11 @@ after the cell tagged ``parameters`` (tag ``injected-parameters``, as papermill 
 the notebook with nbclient in the notebook's own folder (so its relative paths work), and saves
 the executed copy into ``output_dir`` -- also when a cell fails, so the error can be read there.
 
+The kernel runs in batch mode (``WORKBENCH_BATCH=1``, see ``workbench.widgets.setup_notebook``):
+the saved copy is readable offline, also as ``jupyter nbconvert --to html`` of it written beside
+it -- the panels' static pictures are plain outputs, progress bars show their final count, and
+plotly figures load ``plotly.min.js`` written once into ``output_dir`` instead of embedding it.
+
 ``run_all_notebooks(output_dir, ...)`` runs the demo chain (``workbench.pipeline.demo``) as the six
 step notebooks, in data-flow order; each step reads the previous one's files. Command line (wired as ``workbench run-notebook``)::
 
@@ -117,6 +122,9 @@ def run_notebook(path: str | os.PathLike, parameters: dict | None = None, output
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
+    from .viz.figures import write_plotly_js
+    from .widgets.common import BATCH_ENV
+
     path = Path(path)
     if not path.is_file() and path.suffix != ".ipynb" and path.with_suffix(".ipynb").is_file():
         path = path.with_suffix(".ipynb")
@@ -129,8 +137,10 @@ def run_notebook(path: str | os.PathLike, parameters: dict | None = None, output
     out_path = output_dir / path.name
     kname = kernel_name or nb.metadata.get("kernelspec", {}).get("name") or "python3"
     old_env = {}
-    extra_env = {"PLOTLY_RENDERER": os.environ.get("PLOTLY_RENDERER", "plotly_mimetype+notebook"),
-                 "PYTHONUNBUFFERED": "1", **(env or {})}
+    # batch mode (workbench.widgets.batch_mode): static pictures, finished progress bars and
+    # figures drawn by the one plotly.min.js written beside the executed copies
+    write_plotly_js(output_dir)
+    extra_env = {BATCH_ENV: "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     for k, v in extra_env.items():  # the kernel inherits this process's environment
         old_env[k] = os.environ.get(k)
         os.environ[k] = v

@@ -221,7 +221,9 @@ def write_report(report: EvalReport, output_dir: str | os.PathLike, num_worst: i
                           "", f"![]({rel.as_posix()})", ""]
     md = "\n".join(lines) + "\n"
     _replace_file(out / "report.md", md.encode("utf-8"))
-    html = _md_to_html(md, report, "plotly.min.js" if _write_plotly_js(out) else None)
+    from ..viz.figures import write_plotly_js
+
+    html = _md_to_html(md, report, "plotly.min.js" if write_plotly_js(out) else None)
     _replace_file(out / "report.html", html.encode("utf-8"))
     return out / "evaluate_result.json"
 
@@ -306,27 +308,3 @@ def _replace_file(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _write_plotly_js(out: Path) -> bool:
-    """``out/plotly.min.js`` from the plotly package, unless a copy of the same size and mtime is
-    already there (written once per output folder). False when plotly is not installed."""
-    import shutil
-
-    from ..viz.figures import plotly_js_path
-
-    src = plotly_js_path()
-    if src is None:
-        return False
-    dst = out / "plotly.min.js"
-    s = src.stat()
-    if dst.is_file() and (dst.stat().st_size, dst.stat().st_mtime_ns) == (s.st_size, s.st_mtime_ns):
-        return True
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copy2(src, tmp)  # keeps the mtime: the check above
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return True

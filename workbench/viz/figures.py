@@ -209,6 +209,32 @@ def plotly_js_path():
     return p if p.is_file() else None
 
 
+def write_plotly_js(out) -> bool:
+    """``out/plotly.min.js`` from the plotly package, unless a copy of the same size and mtime is
+    already there (written once per output folder), for pages and saved notebooks that load it by
+    the relative path ``plotly.min.js``. False when plotly is not installed."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    src = plotly_js_path()
+    if src is None:
+        return False
+    dst = Path(out) / "plotly.min.js"
+    s = src.stat()
+    if dst.is_file() and (dst.stat().st_size, dst.stat().st_mtime_ns) == (s.st_size, s.st_mtime_ns):
+        return True
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copy2(src, tmp)  # keeps the mtime: the check above
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
+
+
 def _template(name: str) -> dict | None:
     import importlib.util
     import json

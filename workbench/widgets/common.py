@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,6 +19,16 @@ except ImportError as e:  # pragma: no cover
     raise ImportError("workbench.widgets needs ipywidgets (pip install ipywidgets)") from e
 
 DEFAULT_PLOTLY_RENDERER = "plotly_mimetype+notebook"
+BATCH_ENV = "WORKBENCH_BATCH"  # set by ``workbench.notebooks.run_notebook`` for the kernel it starts
+BATCH_PLOTLY_RENDERER = "plotly_mimetype+workbench_local"
+PLOTLY_JS = "plotly.min.js"  # beside the executed notebook (``workbench.viz.figures.write_plotly_js``)
+
+
+def batch_mode() -> bool:
+    """True in a kernel run headless for a saved copy (``WORKBENCH_BATCH=1``, as ``run_notebook``,
+    ``make demo`` and ``workbench run-notebook`` set it). Set it by hand for
+    ``WORKBENCH_BATCH=1 jupyter nbconvert --execute ...``."""
+    return os.environ.get(BATCH_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def setup_notebook(renderer: str | None = None) -> None:
@@ -26,11 +37,41 @@ def setup_notebook(renderer: str | None = None) -> None:
     ``plotly_mimetype`` is what JupyterLab's plotly extension renders; ``notebook`` adds a
     self-contained HTML copy (plotly.js embedded once per notebook) that nbconvert's HTML keeps.
     ``PLOTLY_RENDERER`` in the environment wins over the default.
+
+    In batch mode (:func:`batch_mode`) the saved copy is meant to be read offline as it is or as
+    nbconvert HTML, so: figures get an HTML copy that loads ``plotly.min.js`` from beside the
+    notebook instead of embedding its 4.8 MB (``workbench_local``); panels add their static
+    picture as plain outputs kept up to date after every cell (:class:`StaticFallback`); and
+    ``tqdm.auto`` bars are plain text outputs that end showing their final count
+    (:class:`BatchProgressBar`).
     """
     import plotly.io as pio
 
-    chosen = renderer or os.environ.get("PLOTLY_RENDERER") or DEFAULT_PLOTLY_RENDERER
+    pio.renderers["workbench_local"] = local_plotly_renderer()
+    batch = batch_mode()
+    chosen = renderer or os.environ.get("PLOTLY_RENDERER") or (BATCH_PLOTLY_RENDERER if batch else
+                                                                DEFAULT_PLOTLY_RENDERER)
     pio.renderers.default = chosen
+    if batch:
+        _use_batch_progress_bars()
+        _watch_static_outputs()
+
+
+def local_plotly_renderer(plotly_src: str = PLOTLY_JS):
+    """The ``workbench_local`` plotly renderer: ``text/html`` that draws the figure with
+    ``<script src="plotly.min.js">`` (a path relative to the notebook; no CDN, no MathJax), for
+    nbconvert HTML read offline with the file beside it."""
+    from plotly.io.base_renderers import MimetypeRenderer
+
+    class LocalPlotlyRenderer(MimetypeRenderer):
+        def to_mimebundle(self, fig_dict) -> dict:
+            import plotly.io as pio
+
+            return {"text/html": pio.to_html(fig_dict, include_plotlyjs=plotly_src, include_mathjax=False,
+                                             full_html=False, default_width="100%", default_height=525,
+                                             validate=False)}
+
+    return LocalPlotlyRenderer()
 
 
 def slug(text: str) -> str:
@@ -127,19 +168,150 @@ def chart_output(css: str) -> W.Output:
 
 
 class StaticFallback:
-    """Mixin: add a static picture of the current state to the widget's display output."""
+    """Mixin: add a static picture of the current state to the widget's display output.
+
+    Interactive kernels: one output, the widget view plus ``image/png``/``text/html`` of the
+    current state (JupyterLab shows the widget; viewers without widgets the picture). In batch
+    mode (:func:`batch_mode`) nbconvert's HTML would pick the widget view, which is empty offline,
+    so the widget view is followed by the picture as plain outputs (``text/html`` of the summary,
+    ``image/png`` of the overlay) that are updated after every cell: the saved copy shows the
+    panel's final state.
+    """
 
     def static_bundle(self) -> dict:  # pragma: no cover - overridden
         return {}
 
+    def _safe_static_bundle(self) -> dict:
+        try:
+            return self.static_bundle()
+        except Exception as e:  # noqa: BLE001 - a broken picture must never hide the live widget
+            return {"text/html": f"<pre>static view unavailable: {html.escape(repr(e))}</pre>"}
+
     def _repr_mimebundle_(self, **kwargs):
         data = super()._repr_mimebundle_(**kwargs) or {}  # type: ignore[misc]
-        try:
-            extra = self.static_bundle()
-        except Exception as e:  # noqa: BLE001 - a broken picture must never hide the live widget
-            extra = {"text/html": f"<pre>static view unavailable: {html.escape(repr(e))}</pre>"}
-        data.update(extra)
+        data.update(self._safe_static_bundle())
         return data
+
+    @property
+    def _ipython_display_(self):
+        """IPython's display hook; only in batch mode (otherwise ``None``: IPython then uses
+        ``_repr_mimebundle_``, as for any widget)."""
+        return self._display_batch if batch_mode() else None
+
+    def static_outputs(self) -> list[dict]:
+        """The static picture as plain display bundles: ``[text/html]`` and, when there is an
+        overlay, ``[..., image/png]`` (the image is not repeated inside the HTML)."""
+        return static_outputs(self._safe_static_bundle())
+
+    def _display_batch(self) -> None:
+        from IPython.display import display
+
+        view = super()._repr_mimebundle_() or {}  # type: ignore[misc]  # the widget view alone
+        display(view, raw=True)
+        self._static_sent = self.static_outputs()
+        self._static_handles = [display(b, raw=True, display_id=True) for b in self._static_sent]
+        _DISPLAYED.add(self)
+
+    def update_static_outputs(self) -> bool:
+        """Re-send the static picture when it changed since it was displayed (batch mode)."""
+        handles = getattr(self, "_static_handles", None)
+        if not handles:
+            return False
+        now = self.static_outputs()
+        now = (now + [{"text/plain": ""}] * len(handles))[:len(handles)]  # as many outputs as shown
+        if now == self._static_sent:
+            return False
+        for h, b, old in zip(handles, now, self._static_sent):
+            if b != old:
+                h.update(b, raw=True)
+        self._static_sent = now
+        return True
+
+
+_DISPLAYED: weakref.WeakSet = weakref.WeakSet()
+
+
+def static_outputs(bundle: dict) -> list[dict]:
+    """Split a static bundle (``image_bundle``) into plain outputs: the HTML without the image it
+    embeds, then the image as ``image/png`` (nbconvert renders it as ``<img src="data:...">``)."""
+    png = bundle.get("image/png")
+    body = bundle.get("text/html", "")
+    if png is None:
+        return [{"text/html": body}] if body else []
+    for tag in (f"<br><img src='data:image/png;base64,{png}'/>", f"<img src='data:image/png;base64,{png}'/>"):
+        body = body.replace(tag, "")
+    out = [{"text/html": body}] if re.sub(r"<[^>]*>", "", body).strip() else []
+    return [*out, {"image/png": png, "text/plain": "<static picture>"}]
+
+
+def _refresh_static_outputs(*_args) -> None:
+    for w in list(_DISPLAYED):
+        try:
+            w.update_static_outputs()
+        except Exception:  # noqa: BLE001, S112 - a picture that cannot be redrawn keeps its last state
+            continue
+
+
+def _watch_static_outputs() -> None:
+    """After every cell, bring the displayed panels' static pictures up to date (batch mode)."""
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is not None and _refresh_static_outputs not in ip.events.callbacks.get("post_run_cell", []):
+        ip.events.register("post_run_cell", _refresh_static_outputs)
+
+
+class _NullFile:
+    """Where a :class:`BatchProgressBar` sends tqdm's terminal text: nowhere."""
+
+    encoding = "utf-8"
+
+    def write(self, _s) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def _batch_bar_class():
+    from tqdm.std import tqdm as std_tqdm
+
+    class BatchProgressBar(std_tqdm):
+        """A tqdm bar as a plain ``text/plain`` display output, updated in place (display id) and
+        shown in its final state when done (``leave=False`` too): a saved notebook reads
+        ``... 8/8 [...]`` where a widget bar would have been saved as ``0/8``."""
+
+        def __init__(self, *args, **kwargs):
+            kwargs["file"] = _NullFile()
+            kwargs.setdefault("mininterval", 0.5)
+            kwargs["leave"] = True
+            for k in ("display", "dynamic_ncols"):  # tqdm.notebook-only / terminal-only options
+                kwargs.pop(k, None)
+            self._handle = None
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg=None, pos=None):
+            from IPython.display import display
+
+            bundle = {"text/plain": self.format_meter(**self.format_dict)}
+            if self._handle is None:
+                self._handle = display(bundle, raw=True, display_id=True)
+            else:
+                self._handle.update(bundle, raw=True)
+            return True
+
+    return BatchProgressBar
+
+
+def _use_batch_progress_bars() -> None:
+    """``tqdm.auto.tqdm`` is :class:`BatchProgressBar` from now on in this kernel (batch mode): the
+    workbench's bars import it when they start, so each is saved showing its final count."""
+    import tqdm.auto
+
+    if getattr(tqdm.auto.tqdm, "__name__", "") != "BatchProgressBar":
+        bar = _batch_bar_class()
+        tqdm.auto.tqdm = bar
+        tqdm.auto.trange = lambda *a, **k: bar(range(*a), **k)
 
 
 def image_bundle(html_body: str, image: np.ndarray | None, max_side: int | None = None) -> dict:
