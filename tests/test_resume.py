@@ -180,5 +180,6 @@ def test_stop_during_start_up_records_stopped(data, tmp_path, monkeypatch):
     m = create_model("MaskRCNN-ResNet50-FPN", device="cpu", input_size=96, depth=18)
     with pytest.raises(KeyboardInterrupt):
         m.train(data, epochs_iters=2, batch_size=1, output=out, progress=False)
-    res = RunDir(out).read_result()
+    res = RunDir(tmp_path / "run-2").read_result()  # a new run: its own folder (tests/test_rundirs.py)
     assert res["status"] == "stopped" and not res["done_flag"] and res["pid"] == os.getpid()
+    assert json.loads((out / "train_result.json").read_text()) == {"status": "done", "done_flag": True}

@@ -58,3 +58,7 @@ class UnknownArgumentError(WorkbenchError, TypeError):
     """A training or model argument that the model family does not have."""
 
     exit_code = 2
+
+
+class NoTrainedModelError(WeightsError, FileNotFoundError):
+    """The weights a training run should have written are not there: train first, or name them."""

@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -42,6 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.io import atomic_write_json, atomic_write_text
+from .errors import NoTrainedModelError
+
+logger = logging.getLogger("workbench.train")
 
 UNITS = ("iterations", "epochs")
 STATUSES = ("running", "done", "stopped_early", "stopped", "failed", "killed")
@@ -223,16 +227,36 @@ class RunDir:
         for p in (self.best_weights, self.final):
             if p.is_file():
                 return p
-        raise FileNotFoundError(
-            f"no weights in {self.root}: neither {self.best_weights} nor {self.final} exists "
-            "(train first, or name the weights: Evaluate.weight_path / Predict.model_dir)"
+        raise NoTrainedModelError(no_trained_model(self.root))
+
+    def has_weights(self) -> bool:
+        """Whether the run wrote weights to use (``best_model/model.pth`` or ``model_final.pth``)."""
+        return self.best_weights.is_file() or self.final.is_file()
+
+    def mark_if_killed(self) -> dict | None:
+        """A ``train_result.json`` that says ``"running"`` though its process is gone is rewritten with
+        status ``"killed"``; returns the record as it was then, ``None`` if nothing was marked."""
+        try:
+            raw = json.loads(self.train_result.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if raw.get("status") != "running" or process_alive(raw.get("pid"), raw.get("host")) is not False:
+            return None
+        atomic_write_json(self.train_result, read_train_result(self.train_result))
+        return raw
+
+    def mark_latest(self) -> None:
+        """Point the ``latest.json`` of the parent folder at this run (atomically replaced)."""
+        atomic_write_json(
+            self.root.parent / LATEST,
+            {"run": self.root.name, "best_model": f"{self.root.name}/{self.BEST_DIR}", "updated_at": _now()},
         )
 
     # ------------------------------------------------------------------ writing
     def write_result(self, result: TrainResult) -> dict:
         if result.pid is None:
             result.pid, result.host = os.getpid(), socket.gethostname()
-        result.updated_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        result.updated_at = _now()
         d = result.to_dict()
         atomic_write_json(self.train_result, d)
         return d
@@ -318,6 +342,120 @@ class RunDir:
                 lg.removeHandler(handler)
                 lg.setLevel(level)
             handler.close()
+
+
+# ---------------------------------------------------------------------- one folder per run
+LATEST = "latest.json"  # in the parent of the run folders: {"run": "train-3", "best_model": ..., "updated_at": ...}
+_NUMBERED = re.compile(r"^(?P<base>.+)-(?P<n>[0-9]+)$")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def no_trained_model(path: str | os.PathLike) -> str:
+    """The one message for weights that a training run should have written but did not."""
+    return f"no trained model at {path}: train first (04_train) or set model_dir"
+
+
+def run_number(base: str | os.PathLike, name: str) -> int | None:
+    """1 for ``base`` itself, N for ``<base>-N`` (N >= 2), ``None`` for any other folder name."""
+    b = Path(base).name
+    if name == b:
+        return 1
+    m = _NUMBERED.match(name)
+    if m and m["base"] == b and int(m["n"]) >= 2 and m["n"] == str(int(m["n"])):
+        return int(m["n"])
+    return None
+
+
+def numbered(base: str | os.PathLike, n: int) -> Path:
+    """The folder of run ``n`` of the series ``base``: ``base`` itself for 1, else ``<base>-<n>``."""
+    base = Path(base)
+    return base if n <= 1 else base.with_name(f"{base.name}-{n}")
+
+
+def series_runs(base: str | os.PathLike) -> list[Path]:
+    """The existing folders of the series ``base`` (``base``, ``base-2``, ``base-3`` …), oldest first."""
+    base = Path(base)
+    if not base.parent.is_dir():
+        return []
+    found = []
+    for p in base.parent.iterdir():
+        n = run_number(base, p.name)
+        if n is not None and p.is_dir():
+            found.append((n, p))
+    return [p for _, p in sorted(found)]
+
+
+def new_run_dir(output: str | os.PathLike, resume: bool = False, resume_path: str | os.PathLike | None = None) -> Path:
+    """The folder a training run given ``output`` writes to: every run its own folder.
+
+    * A new run (``resume=False``) takes ``output`` when no run was started there yet (no folder, an
+      empty one, or one without ``train_result.json``); else the next free number of the series:
+      ``output-2``, ``output-3`` … (one past the highest that exists). A run of the series left
+      ``"running"`` by a dead process is marked ``"killed"`` on the way.
+    * A resumed run continues in its own folder: the newest folder of the series that holds a run
+      (``train_result.json`` or a ``last_checkpoint``), or the folder of ``resume_path`` when that is
+      one of the series; ``output`` itself when the series holds none (resume then says why not).
+    * Under an outside launcher (torchrun, several processes) every process must agree on the folder
+      without talking first: ``output`` as given.
+    """
+    from .launcher import external_group
+
+    base = Path(output)
+    ext = external_group()
+    if ext is not None and ext["world"] > 1:
+        return base
+    runs = series_runs(base)
+    if resume:
+        if resume_path is not None:
+            parent = Path(resume_path).resolve().parent
+            for r in runs:
+                if r.resolve() == parent:
+                    return r
+        started = [r for r in runs if (r / RunDir.TRAIN_RESULT).is_file() or (r / RunDir.LAST_POINTER).is_file()]
+        return started[-1] if started else base
+    if not runs:
+        return base
+    newest = runs[-1]
+    if not (newest / RunDir.TRAIN_RESULT).is_file():
+        return newest  # created, never started (e.g. by the training panel for this run)
+    for r in runs:
+        raw = RunDir(r).mark_if_killed()
+        if raw is not None:
+            logger.warning("the run in %s was killed after %d iterations; marked 'killed'", r, raw.get("iterations", 0))
+    return numbered(base, run_number(base, newest.name) + 1)
+
+
+def latest_run(path: str | os.PathLike) -> Path:
+    """The run folder that ``path`` stands for when it names a series of runs, else ``path`` itself.
+
+    ``<parent>/latest`` (no such folder) is the run ``<parent>/latest.json`` points at. A run folder
+    ``output`` (with ``output-2`` … beside it) is the latest run of its series that has weights:
+    the one ``latest.json`` names if it is of the series, else the highest-numbered; ``output/best_model``
+    or a weights file name one run exactly and are returned unchanged."""
+    p = Path(path)
+    if p.name == "latest" and not p.exists():
+        try:
+            run = json.loads((p.parent / LATEST).read_text(encoding="utf-8"))["run"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return p
+        return p.parent / str(run)
+    runs = series_runs(p)
+    if not any((r / RunDir.TRAIN_RESULT).is_file() for r in runs):
+        return p
+    with_weights = [r for r in runs if RunDir(r).has_weights()]
+    try:
+        pointed = json.loads((p.parent / LATEST).read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        pointed = None
+    for r in with_weights:
+        if r.name == pointed:
+            return r
+    if with_weights:
+        return with_weights[-1]
+    return runs[-1]
 
 
 def jsonable(x: Any) -> Any:

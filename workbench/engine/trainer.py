@@ -41,7 +41,7 @@ from . import rng
 from .classes import ClassMap
 from .errors import DatasetError, TrainingDivergedError
 from .launcher import dist_info
-from .run_dir import RunDir, TrainResult, jsonable, process_alive, read_train_result
+from .run_dir import RunDir, TrainResult, jsonable, process_alive
 from .train_args import TrainJob
 from .weights import LoadReport
 
@@ -227,26 +227,25 @@ class BaseTrainer(ABC):
     def _mark_previous_run(self) -> None:
         """A previous run in this folder that says ``"running"`` but whose process is gone was killed:
         say so in its ``train_result.json`` (status ``"killed"``) and in the log."""
+        killed = self.run.mark_if_killed()
+        if killed is not None:
+            logger.warning(
+                "the previous run in %s was killed after %d iterations (pid %s, last heartbeat %s); marked 'killed'",
+                self.run.root,
+                killed.get("iterations", 0),
+                killed.get("pid"),
+                killed.get("updated_at"),
+            )
+            return
         try:
             raw = json.loads(self.run.train_result.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
-        if raw.get("status") != "running":
-            return
-        alive = process_alive(raw.get("pid"), raw.get("host"))
-        if alive is False:
-            d = read_train_result(self.run.train_result)
-            from ..utils.io import atomic_write_json
-
-            atomic_write_json(self.run.train_result, d)
-            logger.warning(
-                "the previous run in %s was killed after %d iterations (pid %s, last heartbeat %s); marked 'killed'",
-                self.run.root,
-                raw.get("iterations", 0),
-                raw.get("pid"),
-                raw.get("updated_at"),
-            )
-        elif alive and raw.get("pid") != os.getpid():
+        if (
+            raw.get("status") == "running"
+            and process_alive(raw.get("pid"), raw.get("host"))
+            and raw.get("pid") != os.getpid()
+        ):
             logger.warning(
                 "%s says another training process (pid %s on %s) is writing this run; two runs in one "
                 "folder overwrite each other's files",
@@ -486,6 +485,7 @@ class BaseTrainer(ABC):
         self.save_checkpoint(self.run.best_weights, training_state=False)
         self.run.write_config(self.config_text(), best=True)
         self.run.write_best_metrics(self.state.last_metrics or {"epochs_iters": self.state.done})
+        self.run.mark_latest()  # the newest run with a best model: what evaluate/predict default to
 
     # ------------------------------------------------------------------ end
     def finish(self) -> dict | None:

@@ -2,7 +2,10 @@
 official pretrained weights by name; and loading them into a network with a report.
 
 ``resolve_weights(w)`` gives a local file: a file as it is; a folder holding ``model.pth``,
-``model_final.pth``, ``best_model/model.pth`` or a single ``.pdparams``; a URL (``http(s)://`` or
+``model_final.pth``, ``best_model/model.pth`` or a single ``.pdparams`` (a training run folder
+``runs/x/train`` stands for the latest run of its series, ``train``, ``train-2`` …, and
+``runs/x/latest`` for the run ``runs/x/latest.json`` names: ``run_dir.latest_run``; weights a run
+should have written but did not are ``NoTrainedModelError``: "train first"); a URL (``http(s)://`` or
 Detectron2's ``detectron2://`` model-zoo prefix) downloaded once into the cache,
 ``~/.cache/workbench/weights`` (``WORKBENCH_CACHE`` overrides). ``weights="coco"`` is resolved by
 the registry (``models.registry.resolve_model_weights``) to the official checkpoint of the model
@@ -45,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.io import file_sha256
-from .errors import WeightsError
+from .errors import NoTrainedModelError, WeightsError
+from .run_dir import RunDir, latest_run, no_trained_model
 
 logger = logging.getLogger("workbench.weights")
 
@@ -233,7 +237,10 @@ def resolve_weights(weights: str | os.PathLike, timeout: float = 15.0, suffixes:
     w = str(weights)
     if is_url(w):
         return download(w, timeout)
-    p = Path(w).expanduser()
+    p = latest_run(Path(w).expanduser())  # a run folder of a series: its latest run (run_dir.latest_run)
+    run = RunDir(p)
+    if run.train_result.is_file() and run.has_weights():
+        return run.eval_weights()  # a training run: its best model, else its final weights
     if p.is_dir():
         for name in FOLDER_NAMES:
             if (p / name).is_file() and (p / name).suffix in suffixes:
@@ -241,11 +248,15 @@ def resolve_weights(weights: str | os.PathLike, timeout: float = 15.0, suffixes:
         pd = sorted(p.glob("*.pdparams")) if ".pdparams" in suffixes else []
         if len(pd) == 1:
             return pd[0]
+        if (p / RunDir.TRAIN_RESULT).is_file() or p.name == RunDir.BEST_DIR:
+            raise NoTrainedModelError(no_trained_model(p))  # a run without weights (yet)
         raise WeightsError(
             f"{p}: folder holds no model.pth or model_final.pth"
             + (" or single .pdparams file" if ".pdparams" in suffixes else "")
         )
     if not p.is_file():
+        if p.suffix not in SUFFIXES or p.name in (RunDir.BEST_WEIGHTS, RunDir.FINAL):
+            raise NoTrainedModelError(no_trained_model(p))  # what a training run writes, not written
         raise WeightsError(f"{p}: weights file not found")
     if p.suffix not in suffixes:
         raise WeightsError(f"{p}: expected a weights file ending in {', '.join(suffixes)}")

@@ -53,7 +53,7 @@ def _train(p: dict) -> dict:
     m = create_model(p["model_name"], weights=p.get("weights"), device=p.get("device"), **p.get("model_options", {}))
     kw = {k: p[k] for k in ("epochs_iters", "batch_size", "learning_rate", "input_size") if p.get(k) is not None}
     res = m.train(p["dataset_dir"], output=p["output_dir"], **kw, **p.get("train_options", {}))
-    return {"result": str(Path(p["output_dir"]) / "train_result.json"), "status": res["status"]}
+    return {"result": str(Path(res["paths"]["output"]) / "train_result.json"), "status": res["status"]}
 
 
 def _evaluate(p: dict) -> dict:
@@ -163,12 +163,12 @@ def demo_plan(
         },
         "evaluate": {
             "dataset_dir": dataset_dir,
-            "model_dir": str(train_dir / "best_model"),
+            "model_dir": str(train_dir),  # the latest run of train/, train-2/ …: its best_model/
             "model_name": model,
             "output_dir": str(out / "evaluate"),
         },
         "predict": {
-            "model_dir": str(train_dir / "best_model"),
+            "model_dir": str(train_dir),
             "model_name": model,
             "inputs": str(Path(dataset_dir) / "images"),
             "output_dir": str(out / "predict"),

@@ -2,7 +2,9 @@
 
 Defaults, PaddleX-style: evaluate reads ``Evaluate.weight_path``, else the run directory's best
 weights (``<output>/best_model/model.pth``, else ``model_final.pth``) and writes
-``<output>/evaluate_result.json``; predict reads ``Predict.model_dir``, else ``<output>/best_model``,
+``<output>/evaluate_result.json``, where ``<output>`` is the latest run of the training series
+``Global.output`` names (``output``, ``output-2`` …: ``engine.run_dir.latest_run``), as for
+predict and export; predict reads ``Predict.model_dir``, else ``<output>/best_model``,
 and writes an overlay image and a JSON per input image into ``<output>/predict/`` (a folder's
 subfolders too, ``Predict.recursive``, mirrored: ``a/x_res.png`` for ``<input>/a/x.png``) and
 ``<output>/predict_result.json`` (unreadable images skipped, listed in its ``failed``); export
@@ -18,7 +20,7 @@ from typing import Any
 
 from ..engine.errors import ConfigError, DatasetError
 from ..engine.launcher import resolve_device
-from ..engine.run_dir import RunDir
+from ..engine.run_dir import RunDir, latest_run
 from ..utils.io import atomic_write_json
 
 
@@ -92,7 +94,7 @@ def run_evaluate(cfg: dict) -> dict:
 
     g, e = cfg["Global"], cfg["Evaluate"]
     dataset_dir = _need(g.get("dataset_dir"), "Global.dataset_dir", "for evaluation")
-    output = Path(g.get("output") or "output")
+    output = latest_run(g.get("output") or "output")  # Global.output of train: its latest run
     weights = e.get("weight_path") or str(RunDir(output).eval_weights())
     model = create_model(g["model"], weights=weights, device=_device(g.get("device")))
     return model.evaluate(dataset_dir, output=str(output), batch_size=e.get("batch_size", 1))
@@ -103,7 +105,7 @@ def run_predict(cfg: dict) -> dict:
 
     g, p = cfg["Global"], cfg["Predict"]
     _need(p.get("input"), "Predict.input", "(an image, a folder, a list of images, a video, a camera index or a URL)")
-    output = Path(g.get("output") or "output")
+    output = latest_run(g.get("output") or "output")  # Global.output of train: its latest run
     model_dir = p.get("model_dir") or str(RunDir(output).best_dir)
     model = create_model(g["model"], weights=model_dir, device=_device(g.get("device")))
     out_dir = output / "predict"
@@ -174,14 +176,15 @@ def run_predict(cfg: dict) -> dict:
 
 def resolve_model_dir(model_dir: str, model_name: str | None = None) -> tuple[str, str]:
     """``(model name, weights)`` for a run directory, its ``best_model`` folder or a weights file
-    (what ``workbench pre-label MODEL_DIR`` is given). A run directory gives its best weights, else
+    (what ``workbench pre-label MODEL_DIR`` is given). A run directory (the latest run of its
+    series, ``engine.run_dir.latest_run``) gives its best weights, else
     ``model_final.pth`` (``RunDir.eval_weights``, as evaluate); a folder or file the weights
     ``Predict.model_dir`` names (``engine.weights.resolve_weights``). The model name: ``model_name``,
     else ``Global.model`` of the ``config.yaml`` beside the weights or one folder up, else the
     ``model_name`` the checkpoint carries."""
     from ..engine.weights import checkpoint_meta, read_weights_file, resolve_weights
 
-    p = Path(model_dir)
+    p = latest_run(model_dir)
     run = RunDir(p)
     if p.is_dir() and (run.best_weights.is_file() or run.final.is_file()):
         weights = run.eval_weights()
@@ -218,7 +221,7 @@ def run_export(cfg: dict) -> dict:
     kind = type(create_model(g["model"], device="cpu"))
     if kind.export is BaseModel.export:
         raise NotAvailableError(f"Global.mode=export: {g['model']} ({kind.family} family) has no ONNX export yet")
-    output = Path(g["output"])
+    output = latest_run(g["output"])
     weights = cfg["Predict"]["model_dir"] or str(RunDir(output).best_dir)
     model = create_model(g["model"], weights=weights, device="cpu")
     path = model.export(output / "inference" / "model.onnx")
