@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import StaticFallback, W, chart_output, fit, png_b64, set_figure, styled, table_html, wrapping_row
+from .common import StaticFallback, W, fit, png_b64, set_figure, styled, table_html, wrapping_row
 
 
 def ap_table_html(evaluation: dict) -> str:
@@ -79,7 +79,7 @@ class EvaluationExplorer(StaticFallback, W.VBox):
         self.pr = stored or (pr_curves_from_results(self.dataset, self.results) if explore else None)
         self.iou = styled(W.Dropdown(options=list((self.pr or {}).get("curves", {})) or ["IoU 0.50"],
                                      description="PR at"), "wb-pr-iou")
-        self.pr_out = chart_output("wb-pr-curves")
+        self.pr_out = styled(W.Output(layout=W.Layout(width="100%", min_width="340px")), "wb-pr-curves")
         self.threshold = styled(W.FloatSlider(min=0.0, max=1.0, step=0.05, value=float(threshold),
                                               description="score ≥", continuous_update=False), "wb-score-threshold")
         self.worst = styled(W.Dropdown(options=[], description="worst images", layout=W.Layout(width="620px")),
