@@ -19,8 +19,10 @@ The panels only show things: figures come from ``workbench.viz``, matching and r
 
 Static fallback: when a panel is displayed, its output carries a static picture of its current
 state (``image/png`` of the overlay and/or ``text/html`` of the summary) beside the live widget
-view. JupyterLab shows the live widget; viewers without a widget frontend (nbconvert, GitHub,
-an untrusted notebook, a batch run's saved copy) show the picture.
+view. JupyterLab shows the live widget; viewers without a widget frontend (GitHub, an untrusted
+notebook) show the picture. nbconvert's HTML prefers the widget view (empty offline), so in batch
+mode (``WORKBENCH_BATCH=1``, as ``workbench.notebooks.run_notebook`` runs the kernel) the picture
+follows the widget view as plain outputs, brought up to date after every cell (``setup_notebook``).
 
 Every control has a CSS class (``wb-...``) for stable selectors in browser tests.
 """
