@@ -134,3 +134,33 @@ def test_progress_bars_saved_finished(executed, name, text):
             for m in BAR.findall(o.get("data", {}).get("text/plain", ""))]
     assert bars and all(done == total for done, total in bars), f"{name}: bars saved unfinished: {bars}"
     assert text in html_path.read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------- in-process, no kernel
+def test_interactive_display_unchanged(monkeypatch, tmp_path):
+    """Outside batch mode a panel is displayed as before: one bundle, the widget view with the
+    static picture beside it, and no ``_ipython_display_`` of its own."""
+    from workbench.data.synthetic import make_shapes_dataset
+    from workbench.widgets import DatasetBrowser
+
+    monkeypatch.delenv("WORKBENCH_BATCH", raising=False)
+    make_shapes_dataset(tmp_path, num_train=2, num_val=1, size=(64, 64), seed=1)
+    b = DatasetBrowser(tmp_path)
+    assert b._ipython_display_ is None
+    data = b._repr_mimebundle_()
+    assert {WIDGET_VIEW, "image/png", "text/html"} <= set(data)
+    monkeypatch.setenv("WORKBENCH_BATCH", "1")
+    assert callable(b._ipython_display_)
+    outs = b.static_outputs()
+    assert [set(o) for o in outs] == [{"text/html"}, {"image/png", "text/plain"}]
+    assert outs[1]["image/png"] == data["image/png"] and data["image/png"] not in outs[0]["text/html"]
+
+
+def test_static_outputs_keep_their_number():
+    from workbench.widgets.common import _fit_outputs
+
+    html, png = {"text/html": "<div class='wb-static'>x</div>"}, {"image/png": "AAAA", "text/plain": "<static picture>"}
+    assert _fit_outputs([html], 2) == [html, {"text/plain": ""}]
+    merged = _fit_outputs([html, png], 1)
+    assert len(merged) == 1 and merged[0]["image/png"] == "AAAA"
+    assert "x</div>" in merged[0]["text/html"] and "base64,AAAA" in merged[0]["text/html"]

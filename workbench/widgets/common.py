@@ -217,8 +217,7 @@ class StaticFallback:
         handles = getattr(self, "_static_handles", None)
         if not handles:
             return False
-        now = self.static_outputs()
-        now = (now + [{"text/plain": ""}] * len(handles))[:len(handles)]  # as many outputs as shown
+        now = _fit_outputs(self.static_outputs(), len(handles))
         if now == self._static_sent:
             return False
         for h, b, old in zip(handles, now, self._static_sent):
@@ -242,6 +241,21 @@ def static_outputs(bundle: dict) -> list[dict]:
         body = body.replace(tag, "")
     out = [{"text/html": body}] if re.sub(r"<[^>]*>", "", body).strip() else []
     return [*out, {"image/png": png, "text/plain": "<static picture>"}]
+
+
+def _fit_outputs(bundles: list[dict], n: int) -> list[dict]:
+    """``bundles`` as ``n`` outputs (the number displayed first): padded with empty ones, or the
+    extra ones merged into the last as HTML (an overlay that appeared after the display)."""
+    if len(bundles) <= n:
+        return bundles + [{"text/plain": ""}] * (n - len(bundles))
+    head, tail = bundles[:n - 1], bundles[n - 1:]
+    parts = [b.get("text/html") or (f"<img src='data:image/png;base64,{b['image/png']}'/>" if "image/png" in b else "")
+             for b in tail]
+    merged = {"text/html": "".join(parts)}
+    pngs = [b["image/png"] for b in tail if "image/png" in b]
+    if pngs:
+        merged["image/png"] = pngs[0]
+    return [*head, merged]
 
 
 def _refresh_static_outputs(*_args) -> None:
