@@ -49,13 +49,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import json
 import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ class LabelmeConversion:
     dst_dir: Path
     annotation_files: dict[str, Path] = field(default_factory=dict)
     backups: list[Path] = field(default_factory=list)
+    written: dict[Path, str] = field(default_factory=dict)  # every file written -> its SHA-256 (``own_files``)
 
     def __getitem__(self, split: str) -> Dataset:
         return self.datasets[split]
@@ -486,7 +488,7 @@ def _images_and_instances(records: list, cat_id: dict, skipped: list) -> tuple[l
     return images, instances
 
 
-def _write_images(records: list, img_dir: Path, progress: bool) -> list[StagedFile]:
+def _write_images(records: list, img_dir: Path, progress: bool, written: dict | None = None) -> list[StagedFile]:
     """Copy each record's image bytes (as they are: a 16-bit PNG stays 16-bit, and every reader
     converts it the same way, ``dataset.read_image_rgb``). New images are written now (atomically);
     the new content of an existing image that differs is only staged (a hidden temporary file), and
@@ -507,6 +509,8 @@ def _write_images(records: list, img_dir: Path, progress: bool) -> list[StagedFi
                 staged.append(stage_file(dest, data))
             else:
                 atomic_write_bytes(dest, data)
+            if written is not None:
+                written[dest] = hashlib.sha256(data).hexdigest()
     except BaseException:
         for f in staged:
             f.discard()
@@ -528,7 +532,8 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
                     labels: str | os.PathLike | Sequence[str] | None = None,
                     label_order: str = "sorted", val_percent: float = 20, seed: int = 0,
                     progress: bool = True, warn: bool = True, min_val: int = 0,
-                    verbose: bool = True) -> LabelmeConversion:
+                    verbose: bool = True, own_files: Mapping[str | os.PathLike, str] | None = None
+                    ) -> LabelmeConversion:
     """Convert the LabelMe folder ``src_dir`` to the PaddleX COCO layout in ``dst_dir``.
 
     ``dst_dir`` defaults to ``src_dir`` (PaddleX's in-place conversion; earlier annotation
@@ -541,7 +546,9 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
     Polygons, rectangles and circles reaching outside the image are clipped to it; a shape with
     nothing left inside is skipped with a warning (``summary["clipped_shapes"]``/``["skipped_shapes"]``).
     With ``verbose``, one line says which earlier files of the destination were kept as ``.bak``
-    and which temporary files of an interrupted run were removed.
+    and which temporary files of an interrupted run were removed. ``own_files``: path -> SHA-256 of
+    files this caller wrote earlier (``LabelmeConversion.written`` of its previous runs: the convert
+    panel re-run in one session); those still unchanged are replaced without another ``.bak``.
     Returns a :class:`LabelmeConversion` (``.datasets["train"|"val"]``, ``.summary``).
     Raises :class:`LabelmeError` naming file and shape index for bad input, before writing.
     """
@@ -600,13 +607,15 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
     # 2) images: atomically, never over an input file, never losing a differing file; a differing
     # existing image is only staged here, and replaced in step 3
     removed = [p for sub in ("images", "annotations") for p in remove_stale_temp_files(dst_dir / sub)]
-    staged_images = _write_images(records, dst_dir / "images", progress)
+    written: dict[Path, str] = {}
+    staged_images = _write_images(records, dst_dir / "images", progress, written)
 
     # 3) annotation files and differing images: everything new is complete on disk before the
     # first old file is replaced (all or nothing on an error)
     ann_files = {s: dst_dir / "annotations" / ANNOTATION_FILES[s] for s in SPLITS}
     backups = replace_all_with_backup({**{ann_files[s]: texts[s] for s in SPLITS},
-                                       **{f.target: f for f in staged_images}})
+                                       **{f.target: f for f in staged_images}}, own=own_files)
+    written.update({ann_files[s]: hashlib.sha256(texts[s]).hexdigest() for s in SPLITS})
     for s in SPLITS:
         datasets[s].source = ann_files[s]
 
@@ -640,4 +649,4 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
         more = f"\n  … and {len(lines) - 20} more" if len(lines) > 20 else ""
         warnings.warn(f"{len(skipped)} LabelMe shape(s) skipped:\n" + "\n".join(lines[:20]) + more,
                       LabelmeWarning, stacklevel=2)
-    return LabelmeConversion(datasets, summary, dst_dir, ann_files, backups)
+    return LabelmeConversion(datasets, summary, dst_dir, ann_files, backups, written)

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +182,11 @@ def _backup_copy(path: Path, bak: Path) -> None:
         raise
 
 
-def replace_with_backup(path: str | os.PathLike, data: bytes | StagedFile) -> Path | None:
+def replace_with_backup(path: str | os.PathLike, data: bytes | StagedFile, backup: bool = True) -> Path | None:
     """Write ``data`` (bytes, or a :class:`StagedFile` of ``path``) to ``path``; an existing file is
-    kept as ``.bak`` first.
+    kept as ``.bak`` first. ``backup=False`` (a file the caller itself wrote earlier): the old file is
+    kept under a hidden temporary name instead (returned, for the caller to roll back with and then
+    delete; a leftover is removed like any temporary file).
 
     Order matters for safety: the new content is written completely to a temporary file
     first; only then is the old file kept under its backup name (a hard link, or a complete
@@ -199,7 +202,7 @@ def replace_with_backup(path: str | os.PathLike, data: bytes | StagedFile) -> Pa
     bak = None
     try:
         if path.exists():
-            bak = backup_path(path)
+            bak = backup_path(path) if backup else _hidden_name(path)
             _backup_copy(path, bak)
         os.replace(staged.tmp, path)
     except BaseException:
@@ -210,29 +213,46 @@ def replace_with_backup(path: str | os.PathLike, data: bytes | StagedFile) -> Pa
     return bak
 
 
+def _hidden_name(path: Path) -> Path:
+    """A free temporary-file name beside ``path`` (``TEMP_FILE_RE``), nothing created there."""
+    fd, tmp = _mkstemp(path)
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp)
+
+
 def replace_json_with_backup(path: str | os.PathLike, obj: Any) -> Path | None:
     text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default)
     return replace_with_backup(path, text.encode("utf-8"))
 
 
-def replace_all_with_backup(files: dict[str | os.PathLike, bytes | StagedFile]) -> list[Path]:
+def replace_all_with_backup(files: dict[str | os.PathLike, bytes | StagedFile],
+                            own: Mapping[str | os.PathLike, str] | None = None) -> list[Path]:
     """Replace several files as one step: each old file is kept as ``.bak``; if any write fails, the
     files already replaced are put back as they were and the error is raised. Returns the backups.
+
+    ``own``: path -> SHA-256 of files the caller wrote itself earlier (e.g. a panel re-run in one
+    session); an old file whose content is still exactly that is replaced without a ``.bak`` (the
+    user's original was backed up when it was first replaced), any other is backed up as usual.
 
     Every new content is written to its temporary file first (``StagedFile`` values are already
     written), and only then are the files renamed into place one after another, so a process killed
     at any moment before the renames leaves every old file as it was (and hidden temporary files
     only). What stays not atomic is the short run of renames itself: no file system renames several
     files at once."""
-    done: list[tuple[Path, Path | None]] = []
+    mine = {Path(p).resolve(): digest for p, digest in (own or {}).items()}
+    done: list[tuple[Path, Path | None, bool]] = []
     staged: list[StagedFile] = []
     try:
         for path, data in files.items():
             staged.append(data if isinstance(data, StagedFile) else stage_file(path, data))
         for s in staged:
-            done.append((s.target, replace_with_backup(s.target, s)))
+            digest = mine.get(s.target.resolve())
+            is_own = digest is not None and s.target.is_file() and file_sha256(s.target) == digest
+            bak = replace_with_backup(s.target, s, backup=False) if is_own else replace_with_backup(s.target, s)
+            done.append((s.target, bak, is_own))
     except BaseException:
-        for path, bak in reversed(done):
+        for path, bak, _ in reversed(done):
             if bak is not None:
                 os.replace(bak, path)
             else:
@@ -240,4 +260,7 @@ def replace_all_with_backup(files: dict[str | os.PathLike, bytes | StagedFile]) 
         for s in staged:
             s.discard()
         raise
-    return [bak for _, bak in done if bak is not None]
+    for _, bak, is_own in done:
+        if is_own and bak is not None:
+            bak.unlink(missing_ok=True)  # the rollback copy of the caller's own earlier file
+    return [bak for _, bak, is_own in done if bak is not None and not is_own]

@@ -92,7 +92,11 @@ def _seed(seed: int) -> W.IntText:
 
 
 class ConvertPanel(_StepPanel):
-    """LabelMe folder -> PaddleX COCO layout (``workbench.convert_labelme``)."""
+    """LabelMe folder -> PaddleX COCO layout (``workbench.convert_labelme``).
+
+    The first Run keeps the destination's earlier files as ``.bak``; running again in the same panel
+    replaces the files this panel wrote (while they are unchanged) without stacking ``.bak1``,
+    ``.bak2``… of them (``convert_labelme(own_files=...)``)."""
 
     css = "wb-convert-panel"
 
@@ -107,6 +111,7 @@ class ConvertPanel(_StepPanel):
                                                 description="val %"), "wb-val-percent")
         self.seed = _seed(seed)
         self.result = None
+        self.written: dict[Path, str] = {}  # what this panel's runs wrote (path -> SHA-256)
         super().__init__([self.src, self.dst, self.labels, W.HBox([self.label_order, self.val_percent, self.seed])],
                          **kwargs)
 
@@ -118,7 +123,8 @@ class ConvertPanel(_StepPanel):
         yield 0, 2, f"converting {len(files)} LabelMe file(s)"
         self.result = convert_labelme(src, self.dst.value or None, labels=self.labels.value or None,
                                       label_order=self.label_order.value, val_percent=self.val_percent.value,
-                                      seed=self.seed.value)
+                                      seed=self.seed.value, own_files=self.written)
+        self.written.update(self.result.written)
         yield 1, 2, "summarising"
         self.summary.value = conversion_summary_html(self.result.summary)
         yield 2, 2, "done"

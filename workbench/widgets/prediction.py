@@ -19,8 +19,10 @@ class PredictionExplorer(StaticFallback, W.VBox):
     ``results``: ``Result`` objects (or paths to ``*_res.json`` files). Predict once with a low
     threshold; the sliders then choose what is shown, counted and saved. Masks are re-thresholded
     from the soft masks when the results have them (``Result.soft_masks``); otherwise the mask
-    slider is disabled. "Save JSON" writes the filtered result of the current image to
-    ``output_dir``; the link downloads it in the browser.
+    slider is disabled. "Save JSON" writes the filtered result of the current image to a new file
+    of ``output_dir`` named by the thresholds shown, ``<stem>_res_t0.85_m0.50.json`` (``_t0.85``
+    alone without soft masks): never over the ``<stem>_res.json`` the notebook saved at its own
+    threshold, so that file and its PNG keep matching. The link downloads the same result.
     """
 
     def __init__(self, results: Sequence, threshold: float = 0.5, mask_threshold: float = 0.5,
@@ -66,11 +68,25 @@ class PredictionExplorer(StaticFallback, W.VBox):
     def count(self) -> int:
         return len(self.filtered) if self.filtered is not None else 0
 
+    def thresholds(self) -> tuple[float, float | None]:
+        """The score and mask thresholds as the sliders show them (rounded to their 2 decimals, not
+        the float sum a slider step leaves, 0.8500000000000001); mask ``None`` when it is disabled."""
+        mt = None if self.mask_threshold.disabled else round(float(self.mask_threshold.value), 2)
+        return round(float(self.threshold.value), 2), mt
+
     def current(self):
         """The current image's Result filtered by the sliders."""
         r = self.results[self.image_dd.value]
-        mt = self.mask_threshold.value if not self.mask_threshold.disabled else None
-        return r.filter(threshold=self.threshold.value, mask_threshold=mt)
+        t, mt = self.thresholds()
+        return r.filter(threshold=t, mask_threshold=mt)
+
+    def save_path(self) -> Path | None:
+        """Where Save writes the current result: ``<stem>_res_t<score>[_m<mask>].json`` in ``output_dir``."""
+        if self.output_dir is None:
+            return None
+        t, mt = self.thresholds()
+        plain = self.filtered._target(self.output_dir, ".json")  # <stem>_res.json, the notebook's file
+        return plain.with_name(f"{plain.stem}_t{t:.2f}" + (f"_m{mt:.2f}" if mt is not None else "") + ".json")
 
     def refresh(self) -> None:
         r = self.results[self.image_dd.value]
@@ -84,14 +100,19 @@ class PredictionExplorer(StaticFallback, W.VBox):
         self.info.value = (f"<b>{self.count}</b> of {len(r)} instance(s) with score ≥ {self.threshold.value:.2f}"
                            f" (mask threshold {self.filtered.mask_threshold:.2f}) — {per}")
         data = base64.b64encode(json.dumps(self.filtered.to_dict()).encode()).decode("ascii")
-        name = (Path(r.input_path).stem if r.input_path else "image") + "_res.json"
+        t, mt = self.thresholds()
+        name = ((Path(r.input_path).stem if r.input_path else "image") + f"_res_t{t:.2f}"
+                + (f"_m{mt:.2f}" if mt is not None else "") + ".json")
         self.download.value = (f"<a download='{html.escape(name)}' href='data:application/json;base64,{data}'>"
                                f"download {html.escape(name)}</a>")
 
     def save_json(self) -> Path | None:
-        if self.output_dir is None:
+        """Write the current filtered result to ``save_path()`` (a new file; shown below the image)."""
+        p = self.save_path()
+        if p is None:
             return None
-        p = self.filtered.save_to_json(self.output_dir)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.filtered.save_to_json(p)
         self.saved.value = f"saved <code>{html.escape(str(p))}</code>"
         return p
 
