@@ -145,3 +145,23 @@ def test_second_training_run_gets_its_own_folder(tmp_path):
     # resuming with the same output continues the newest run (finished: nothing to do), no train-3
     again = m.train(shapes_dir, output=out, resume=True, **kw)
     assert again["paths"]["output"] == str(two) and not out.with_name("train-3").exists()
+
+
+def test_training_panel_starts_each_run_in_its_own_folder(tmp_path, monkeypatch):
+    """The panel reads the folder its run writes: a new one beside a finished run, the run's own on resume."""
+    from workbench import widgets as wbw
+
+    out = _run(tmp_path / "runs" / "train")
+    before = sorted(p.name for p in out.rglob("*"))
+    monkeypatch.setattr(wbw.TrainingPanel, "command", lambda self, spec: [sys.executable, "-c", "pass"])
+    p = wbw.TrainingPanel(str(tmp_path / "data"), str(out), epochs_iters=1, batch_size=1, poll_interval=0.1)
+    p.start()
+    p.wait(30)
+    two = out.with_name("train-2")
+    assert p._spec["output_dir"] == str(two.resolve()) and (two / "training_panel.log").is_file()
+    assert sorted(q.name for q in out.rglob("*")) == before  # the finished run is left alone
+    p = wbw.TrainingPanel(str(tmp_path / "data"), str(out), epochs_iters=1, batch_size=1, poll_interval=0.1,
+                          train_kwargs={"resume": True})
+    p.start()
+    p.wait(30)
+    assert p._spec["output_dir"] == str(out.resolve())  # two holds no run (never started): resume the first
