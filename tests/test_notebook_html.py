@@ -164,3 +164,20 @@ def test_static_outputs_keep_their_number():
     merged = _fit_outputs([html, png], 1)
     assert len(merged) == 1 and merged[0]["image/png"] == "AAAA"
     assert "x</div>" in merged[0]["text/html"] and "base64,AAAA" in merged[0]["text/html"]
+
+
+def test_large_static_png_stored_with_a_palette():
+    import base64
+
+    import cv2
+    import numpy as np
+
+    from workbench.widgets.common import compact_png_b64, png_b64
+
+    photo = cv2.imread(str(REPO / "data" / "demo_labelme" / "arc2017_left.jpg"))[:, :, ::-1].copy()
+    big = png_b64(photo)
+    small = compact_png_b64(big)
+    assert len(big) > 200_000 and len(small) < len(big) / 3
+    back = cv2.imdecode(np.frombuffer(base64.b64decode(small), np.uint8), cv2.IMREAD_COLOR)
+    assert back.shape == photo.shape and np.abs(back[:, :, ::-1].astype(int) - photo).mean() < 8
+    assert compact_png_b64(png_b64(photo[:32, :32])) == png_b64(photo[:32, :32])  # small ones unchanged

@@ -200,8 +200,10 @@ class StaticFallback:
 
     def static_outputs(self) -> list[dict]:
         """The static picture as plain display bundles: ``[text/html]`` and, when there is an
-        overlay, ``[..., image/png]`` (the image is not repeated inside the HTML)."""
-        return static_outputs(self._safe_static_bundle())
+        overlay, ``[..., image/png]`` (the image is not repeated inside the HTML; a large one is
+        stored with a 256-colour palette, :func:`compact_png_b64`)."""
+        return [{**b, "image/png": compact_png_b64(b["image/png"])} if "image/png" in b else b
+                for b in static_outputs(self._safe_static_bundle())]
 
     def _display_batch(self) -> None:
         from IPython.display import display
@@ -241,6 +243,25 @@ def static_outputs(bundle: dict) -> list[dict]:
         body = body.replace(tag, "")
     out = [{"text/html": body}] if re.sub(r"<[^>]*>", "", body).strip() else []
     return [*out, {"image/png": png, "text/plain": "<static picture>"}]
+
+
+def compact_png_b64(png: str, limit: int = 200_000) -> str:
+    """A base64 PNG of more than ``limit`` characters re-encoded with a 256-colour palette (a photo
+    overlay shrinks ~5x; the picture of a saved copy, not the live view), else unchanged."""
+    if len(png) <= limit:
+        return png
+    try:
+        import io
+
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB")
+        buf = io.BytesIO()
+        img.quantize(256, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG", optimize=True)
+    except Exception:  # noqa: BLE001 - no PIL or an odd image: keep the original
+        return png
+    small = base64.b64encode(buf.getvalue()).decode("ascii")
+    return small if len(small) < len(png) else png
 
 
 def _fit_outputs(bundles: list[dict], n: int) -> list[dict]:
