@@ -26,8 +26,9 @@ PLOTLY_JS = "plotly.min.js"  # beside the executed notebook (``workbench.viz.fig
 
 def batch_mode() -> bool:
     """True in a kernel run headless for a saved copy (``WORKBENCH_BATCH=1``, as ``run_notebook``,
-    ``make demo`` and ``workbench run-notebook`` set it). Set it by hand for
-    ``WORKBENCH_BATCH=1 jupyter nbconvert --execute ...``."""
+    ``make demo`` and ``workbench run-notebook`` set it). By hand:
+    ``WORKBENCH_BATCH=1 jupyter nbconvert --execute --to html NB --output-dir DIR`` gives the same
+    outputs; its figures then need ``DIR/plotly.min.js`` (``workbench.viz.figures.write_plotly_js``)."""
     return os.environ.get(BATCH_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
