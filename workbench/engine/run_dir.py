@@ -20,6 +20,14 @@ reads back as ``"killed"`` (``read_train_result``) and is marked so by the next 
 folder. Resuming cuts ``metrics.jsonl`` back to the checkpoint it resumes from
 (``truncate_metrics``: no duplicate records) and deletes checkpoints of the abandoned steps after it.
 
+Every run has its own folder (``new_run_dir``): a run given ``output`` writes there if no run was
+started there yet, else to ``output-2``, ``output-3`` … (one past the highest number); a resumed run
+continues in the newest folder of that series. ``<parent>/latest.json`` (``LATEST``, replaced
+atomically; no symlink, so Windows alike) names the run that last saved a best model
+(``RunDir.mark_latest``); ``latest_run`` turns a run folder of a series, or ``<parent>/latest``, into
+the latest run with weights, which is what ``engine.weights.resolve_weights`` (so ``create_model``),
+evaluate/predict/export and pre-label use.
+
 ``TrainResult`` is the one ``train_result.json`` schema of every model family; ``unit`` says what
 ``epochs_iters``/``max_epochs_iters``/``best_epochs_iters`` count (``"iterations"`` or ``"epochs"``);
 ``iterations`` always counts optimizer steps. ``init_weights`` reports what the initial weights
