@@ -6,7 +6,8 @@ widget JavaScript from a CDN), progress bars are saved in their final state, and
 load the one ``plotly.min.js`` written beside the executed copies instead of embedding it.
 
 Data steps (02 check, 03 split) on a small generated dataset, and 06 predict with an untrained
-tiny Mask-RT-DETR-S (detections at score >= 0 still draw an overlay), each converted in-process.
+tiny Mask-RT-DETR-S (detections at score >= 0 still draw an overlay), each converted in-process
+(about 30 s of CPU; marked slow like the other executed-notebook tests).
 """
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ def executed(tmp_path_factory):
 NAMES = ["02_check_data", "03_split", "06_predict"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_sizes_within_budget_and_plotly_js_beside(executed, name):
     nb_path, html_path = executed[name]
@@ -90,6 +92,7 @@ def test_sizes_within_budget_and_plotly_js_beside(executed, name):
         assert "cdn." not in str(o.get("data", {}).get("text/html", "")), f"{name}: an output loads from a CDN"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_content_needs_no_cdn_script(executed, name):
     """The only scripts from the network are the ones nbconvert's template adds to any notebook
@@ -104,6 +107,7 @@ def test_content_needs_no_cdn_script(executed, name):
     assert remote <= template_only, f"{name}: scripts from the outputs: {sorted(remote - template_only)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,widget_css", [
     ("02_check_data", "DatasetBrowser"), ("03_split", "DatasetBrowser"), ("06_predict", "PredictionExplorer")])
 def test_static_pictures_in_html(executed, name, widget_css):
@@ -121,11 +125,13 @@ def test_static_pictures_in_html(executed, name, widget_css):
     assert "wb-static" in html
 
 
+@pytest.mark.slow
 def test_step_panel_final_state_in_html(executed):
     html = executed["03_split"][1].read_text(encoding="utf-8")
     assert "done in" in html and "wb-split-table" in html, "the split panel's final status and summary"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,text", [
     ("02_check_data", "render train samples: 100%"), ("02_check_data", "8/8"), ("06_predict", "2/2")])
 def test_progress_bars_saved_finished(executed, name, text):
