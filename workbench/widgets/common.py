@@ -313,28 +313,28 @@ def _batch_bar_class():
     from tqdm.std import tqdm as std_tqdm
 
     class BatchProgressBar(std_tqdm):
-        """A tqdm bar as a plain ``text/plain`` display output, updated in place (display id) and
-        shown in its final state when done (``leave=False`` too): a saved notebook reads
-        ``... 8/8 [...]`` where a widget bar would have been saved as ``0/8``."""
+        """A tqdm bar written once, when it closes, as a plain ``text/plain`` output of its final
+        state (``leave=False`` too): a saved notebook reads ``... 8/8 [...]`` where a widget bar is
+        saved as ``0/8``. Nobody watches a headless run, and a display written only at the end
+        also lands in an ``Output`` widget (a panel's log), where later updates would not."""
 
         def __init__(self, *args, **kwargs):
             kwargs["file"] = _NullFile()
-            kwargs.setdefault("mininterval", 0.5)
             kwargs["leave"] = True
-            for k in ("display", "dynamic_ncols"):  # tqdm.notebook-only / terminal-only options
+            for k in ("display", "dynamic_ncols"):  # tqdm.notebook's option; no terminal to fit
                 kwargs.pop(k, None)
-            self._handle = None
             super().__init__(*args, **kwargs)
 
         def display(self, msg=None, pos=None):
+            return True  # nothing while running
+
+        def close(self):
+            if getattr(self, "disable", True):
+                return
+            super().close()
             from IPython.display import display
 
-            bundle = {"text/plain": self.format_meter(**self.format_dict)}
-            if self._handle is None:
-                self._handle = display(bundle, raw=True, display_id=True)
-            else:
-                self._handle.update(bundle, raw=True)
-            return True
+            display({"text/plain": self.format_meter(**self.format_dict)}, raw=True)
 
     return BatchProgressBar
 
