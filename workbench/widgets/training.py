@@ -240,6 +240,25 @@ class TrainingPanel(StaticFallback, W.VBox):
             raise RuntimeError(f"training failed: {self._failure()}")
         return self.train_result
 
+    async def wait_async(self, timeout: float | None = None) -> dict | None:
+        """``wait()`` for a notebook cell: ``train_result = await panel.wait_async()``.
+
+        While a cell blocks in ``wait()`` the kernel handles no widget events, so the panel's Stop
+        button only acts after training has ended. An awaiting cell leaves the kernel's event loop
+        free: ipykernel (7.4+) then delivers widget messages while the cell waits, and Stop works.
+        Interrupting the kernel stops training, as with ``wait()``."""
+        import asyncio
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while self._thread is not None and self._thread.is_alive() \
+                    and (deadline is None or time.monotonic() < deadline):
+                await asyncio.sleep(0.2)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            self.stop()
+            print("training stopped (kernel interrupted)")
+        return self.wait(0)
+
     def _failure(self) -> str:
         if self.train_result and self.train_result.get("error"):
             return self.train_result["error"]
