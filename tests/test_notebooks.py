@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -168,6 +169,12 @@ def test_train_notebook_writes_its_files(executed):
     assert list(total["y"]) == pytest.approx([r["total_loss"] for r in recs if r["type"] == "train"])
     injected = [c for c in executed["04_train"].cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert "epochs_iters = 2" in injected[0].source
+    # offline (nbconvert HTML, no widgets) the panel's saved picture draws the same curves
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(executed["04_train"])
+    page = re.sub(r'<script type="application/vnd.jupyter.widget-state\+json">.*?</script>', "", page, flags=re.S)
+    assert page.count("Plotly.newPlot") >= 1 and '"total_loss"' in page and 'src="plotly.min.js"' in page
     assert (executed["dir"] / "evaluate" / "evaluate_result.json").is_file()
     assert list((executed["dir"] / "predict").glob("*_res.json")) and list((executed["dir"] / "predict").glob("*_res.png"))
 

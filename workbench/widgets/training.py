@@ -400,5 +400,14 @@ class TrainingPanel(StaticFallback, W.VBox):
         return {"loss": loss_figure(self.records), "metrics": metric_figure(self.records)}
 
     def static_bundle(self) -> dict:
+        """The status line and, once there are records, the loss and validation curves as HTML
+        drawn by the ``plotly.min.js`` beside a batch-saved notebook (the saved copy's picture of
+        the live charts; JupyterLab shows the widget instead)."""
         name = html.escape(self.model.value)
-        return {"text/html": f"<div class='wb-static'><b>{name}</b>: {self.status.value}</div>"}
+        body = f"<div class='wb-static'><b>{name}</b>: {self.status.value}</div>"
+        if self.records:
+            from ..viz.figures import figures_html
+
+            key = f"train{id(self) % 1_000_000}"  # element ids unique per panel
+            body += figures_html({f"{key}-{k}": json.loads(fig.to_json()) for k, fig in self.figures().items()})
+        return {"text/html": body}
