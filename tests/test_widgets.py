@@ -80,6 +80,14 @@ def test_browser_shows_problems_of_current_image(shapes_dir, tmp_path):
     other = next(i for i, im in enumerate(b.dataset.images) if im.id != bad["image_id"])
     b.set_index(other)
     assert "no problems" in b.problems.value
+    # the unknown category has its own checkbox: every box ticked shows every instance
+    assert "<id 99>" in b.class_boxes
+    b.set_index(idx)
+    n = len(b.dataset.instances_by_image()[bad["image_id"]])
+    assert b.drawn_instances == n and f"{n} of {n} instance(s) shown" in b.info.value
+    b.set_classes([c for c in b.class_boxes if c != "<id 99>"])
+    assert b.drawn_instances == n - sum(1 for a in b.dataset.instances_by_image()[bad["image_id"]]
+                                        if a.category_id == 99)
 
 
 def test_static_fallback_bundle(shapes_dir):
@@ -351,3 +359,23 @@ def test_failed_panel_run_is_red_and_raises_inside_a_kernel(tmp_path, monkeypatc
     assert len(shown) == 1 and "ConvertPanel failed" in shown[0] and "no_such_labelme_dir" in shown[0]
     p.run_button.click()  # a button press shows the same, without raising
     assert p.progress.bar_style == "danger" and p.error is not None
+
+
+def test_convert_panel_says_what_the_options_did_not_do(demo_labelme_dir, tmp_path):
+    """labels.txt fixes the class order whatever the label-order option says, and a class-stratified
+    val split of 8 images at 20 % holds 3, not 2: the panel says both instead of leaving it silent."""
+    import shutil
+
+    src = tmp_path / "lm"
+    shutil.copytree(demo_labelme_dir, src)
+    p = wbw.ConvertPanel(str(src), str(tmp_path / "ds"), label_order="stable", val_percent=20)
+    p.run()
+    s = p.result.summary
+    assert s["images"] == 8 and s["splits"]["val"]["images"] == 3
+    assert "the label-order option only applies without a labels file" in p.summary.value
+    assert "val holds 3 of 8 images, not the 2 that 20 % would give" in p.summary.value
+    (src / "labels.txt").unlink()
+    p2 = wbw.ConvertPanel(str(src), str(tmp_path / "ds2"), val_percent=40)
+    p2.run()
+    assert p2.result.summary["splits"]["val"]["images"] == 3  # round(8 * 40 %) = 3: as asked
+    assert "label-order option" not in p2.summary.value and "val holds" not in p2.summary.value

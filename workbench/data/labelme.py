@@ -623,7 +623,7 @@ def convert_labelme(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | Non
         return {"images": len(ds.images), "instances": len(ds.instances), "class_counts": ds.class_counts()}
 
     summary = {
-        "src_dir": str(src_dir), "dst_dir": str(dst_dir), "label_source": label_source,
+        "src_dir": str(src_dir), "dst_dir": str(dst_dir), "label_source": label_source, "val_percent": val_percent,
         "images": len(images), "instances": len(instances),
         "categories": [c.to_coco() for c in categories], "class_counts": full.class_counts(),
         "crowd_instances": sum(a.iscrowd for a in instances),

@@ -113,6 +113,23 @@ def make_split_plan(dataset: Dataset, val_percent: float, seed: int = 0,  # noqa
     return SplitPlan(train_ids, val_ids, forced, starved)
 
 
+def val_count_note(num_images: int, num_val: int, val_percent: float) -> str:
+    """Why val holds another number of images than ``val_percent`` of them ("" when it does not).
+
+    The split is class-stratified (:func:`make_split_plan`): each class found in two or more images
+    gets a val image first, and an image moves to val only if each of its classes keeps a train
+    image; on a small dataset that gives more, or fewer, val images than the share asked for."""
+    if num_images <= 0 or val_percent <= 0:
+        return ""
+    target = int(round(num_images * val_percent / 100.0)) or (1 if num_images > 1 else 0)
+    if num_val == target:
+        return ""
+    why = ("each class found in two or more images gets at least one val image"
+           if num_val > target else "an image goes to val only if each of its classes keeps a train image")
+    return (f"val holds {num_val} of {num_images} images, not the {target} that {val_percent:g} % would give: "
+            f"the split is class-stratified ({why})")
+
+
 def _empty_val_message(dataset: Dataset, where: str, val_percent: float, classes_of: dict, images_of: dict) -> str:
     n = len(dataset.images)
     head = f"{where}: val_percent {val_percent:g} of {n} image(s) leaves the val split empty"

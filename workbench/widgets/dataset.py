@@ -146,9 +146,16 @@ class DatasetBrowser(StaticFallback, W.VBox):
 
     # ------------------------------------------------------------------ state
     def _all_category_names(self) -> list[str]:
+        """The classes, then one ``<id N>`` entry per category id that instances use but no
+        category defines (``check`` reports them; here they get a checkbox like any class)."""
         names: list[str] = []
         for ds in self.datasets.values():
             names += [c.name for c in ds.categories if c.name not in names]
+        for ds in self.datasets.values():
+            known = {c.id for c in ds.categories}
+            for cid in sorted({a.category_id for a in ds.instances} - known):
+                if _unknown_label(cid) not in names:
+                    names.append(_unknown_label(cid))
         return names
 
     def _image_options(self, split: str) -> list[tuple[str, int]]:
@@ -231,7 +238,7 @@ class DatasetBrowser(StaticFallback, W.VBox):
                     continue
                 drawable.append(a)
                 masks.append(m)
-            labels = [names[a.category_id].name if a.category_id in names else f"<id {a.category_id}>"
+            labels = [names[a.category_id].name if a.category_id in names else _unknown_label(a.category_id)
                       for a in drawable]
             self._cache = {key: (img, drawable, np.stack(masks) if masks else np.zeros((0, h, w), bool),
                                  labels, failed)}  # keep one image: browsing large datasets stays light
@@ -294,3 +301,8 @@ class DatasetBrowser(StaticFallback, W.VBox):
 
     def static_bundle(self) -> dict:
         return image_bundle(f"{self.info.value}{self.problems.value}", self.overlay, self.max_side)
+
+
+def _unknown_label(category_id: int) -> str:
+    """How an instance of a category id the dataset does not define is labelled and filtered."""
+    return f"<id {category_id}>"

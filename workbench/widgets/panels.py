@@ -146,7 +146,28 @@ def conversion_summary_html(s: dict) -> str:
             f"({s.get('multi_part_instances', 0)} multi-part, {s.get('crowd_instances', 0)} crowd, "
             f"{s.get('ignored_shapes', 0)} ignored shapes) → <code>{html.escape(s['dst_dir'])}</code><br>"
             f"train: {s['splits']['train']['images']} images, val: {s['splits']['val']['images']} images; "
-            f"labels from: {html.escape(str(s.get('label_source')))}</p>{cats}{sk}")
+            f"labels from: {html.escape(str(s.get('label_source')))}</p>{_notes_html(_conversion_notes(s))}"
+            f"{cats}{sk}")
+
+
+def _conversion_notes(s: dict) -> list[str]:
+    """What the options did not do as shown: a labels file overriding the label order, and a val
+    split of another size than the percentage asked for."""
+    from ..data.split import val_count_note
+
+    notes = []
+    src = str(s.get("label_source"))
+    if src not in ("sorted", "stable", "list", "None"):
+        notes.append(f"class ids follow the order of {Path(src).name} ({src}); the label-order option only "
+                     "applies without a labels file")
+    if s.get("val_percent") is not None:
+        notes.append(val_count_note(s["images"], s["splits"]["val"]["images"], float(s["val_percent"])))
+    return [n for n in notes if n]
+
+
+def _notes_html(notes: list[str]) -> str:
+    lis = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return f"<ul class='wb-notes' style='color:#a60'>{lis}</ul>" if notes else ""
 
 
 class SplitPanel(_StepPanel):
@@ -169,11 +190,11 @@ class SplitPanel(_StepPanel):
         v = float(self.val_percent.value)
         self.result = split_dataset(self.dataset_dir.value, 100 - v, v, seed=int(self.seed.value))
         yield 1, 2, "summarising"
-        self.summary.value = split_summary_html(self.result)
+        self.summary.value = split_summary_html(self.result, v)
         yield 2, 2, "done"
 
 
-def split_summary_html(parts: dict) -> str:
+def split_summary_html(parts: dict, val_percent: float | None = None) -> str:
     names: list[str] = []
     for ds in parts.values():
         names += [n for n in ds.category_names if n not in names]
@@ -181,4 +202,10 @@ def split_summary_html(parts: dict) -> str:
     rows = [("images", *[len(ds.images) for ds in parts.values()]),
             ("instances", *[len(ds.instances) for ds in parts.values()])]
     rows += [(n, *[counts[s].get(n, 0) for s in parts]) for n in names]
-    return table_html(rows, ["", *parts], "wb-split-table")
+    notes = []
+    if val_percent and "val" in parts:
+        from ..data.split import val_count_note
+
+        total = sum(len(ds.images) for ds in parts.values())
+        notes = [n for n in [val_count_note(total, len(parts["val"].images), float(val_percent))] if n]
+    return _notes_html(notes) + table_html(rows, ["", *parts], "wb-split-table")
