@@ -124,3 +124,24 @@ def test_replace_all_rolls_back_own_files_too(tmp_path, monkeypatch):
         wio.replace_all_with_backup({a: b"new a", b: b"new b"}, own={a: wio.file_sha256(a)})
     assert a.read_bytes() == b"old a" and b.read_bytes() == b"old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
+def test_split_panel_backs_up_once_per_session(demo_labelme_dir, tmp_path):
+    from workbench.data.labelme import convert_labelme
+
+    dst = tmp_path / "dataset"
+    convert_labelme(demo_labelme_dir, dst, val_percent=20, progress=False, verbose=False)
+    ann = dst / "annotations"
+    original = {p.name: p.read_bytes() for p in ann.iterdir()}
+    panel = wbw.SplitPanel(str(dst), val_percent=30)
+    panel.run()  # the first Run keeps the dataset's files as .bak
+    assert {n: (ann / f"{n}.bak").read_bytes() for n in original} == original
+    for val, seed in ((40, 0), (30, 1), (30, 1)):  # re-runs of the same panel: no .bak1, .bak2 …
+        panel.val_percent.value, panel.seed.value = val, seed
+        panel.run()
+        assert not list(ann.glob("*.bak[0-9]*")), sorted(p.name for p in ann.glob("*.bak*"))
+    assert {n: (ann / f"{n}.bak").read_bytes() for n in original} == original
+    edited = (ann / "instance_val.json").read_bytes().replace(b'"images"', b'"images" ', 1)
+    (ann / "instance_val.json").write_bytes(edited)  # the user's own change since: backed up again
+    panel.run()
+    assert (ann / "instance_val.json.bak1").read_bytes() == edited and not (ann / "instance_train.json.bak1").exists()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,13 +149,16 @@ def _empty_val_message(dataset: Dataset, where: str, val_percent: float, classes
 
 
 def split_dataset(dataset_dir: str | os.PathLike, train_percent: float = 90, val_percent: float = 10,
-                  seed: int = 0, verbose: bool = True, min_val: int = 0) -> dict[str, Dataset]:
+                  seed: int = 0, verbose: bool = True, min_val: int = 0,
+                  own_files: Mapping[str | os.PathLike, str] | None = None) -> dict[str, Dataset]:
     """Merge the existing train and val splits and split them again.
 
     The old ``annotations/instance_*.json`` are kept as ``.bak`` (PaddleX behaviour); new files are
     written completely before any old file is replaced. Temporary files that a killed earlier run
     left in ``annotations/`` are removed first. A split that would leave val empty is an error
     naming what is missing, unless ``min_val`` (see :func:`make_split_plan`) puts images there.
+    ``own_files``: path -> SHA-256 of annotation files the caller wrote itself earlier (a panel run
+    again): those are replaced without another ``.bak`` (``replace_all_with_backup(own=...)``).
     """
     for name, v in (("train_percent", train_percent), ("val_percent", val_percent)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 100:
@@ -182,7 +186,8 @@ def split_dataset(dataset_dir: str | os.PathLike, train_percent: float = 90, val
     removed = remove_stale_temp_files(dataset_dir / "annotations")
     # everything is serialised before any file is touched; both files are replaced or neither
     replace_all_with_backup({dataset_dir / "annotations" / ANNOTATION_FILES[s]:
-                             json.dumps(out[s].to_coco_dict(), ensure_ascii=False).encode("utf-8") for s in SPLITS})
+                             json.dumps(out[s].to_coco_dict(), ensure_ascii=False).encode("utf-8") for s in SPLITS},
+                            own=own_files)
     if verbose:
         if removed:
             print(f"removed {len(removed)} temporary file(s) of an interrupted run: "

@@ -1,6 +1,7 @@
 """The data step panels: options, a Run button, a progress bar, a log and a summary."""
 from __future__ import annotations
 
+import hashlib
 import html
 import time
 import traceback
@@ -171,7 +172,8 @@ def _notes_html(notes: list[str]) -> str:
 
 
 class SplitPanel(_StepPanel):
-    """Re-split train/val (``workbench.split_dataset``; old files kept as ``.bak``)."""
+    """Re-split train/val (``workbench.split_dataset``). The first Run keeps the old annotation files
+    as ``.bak``; running again in the same panel does not stack ``.bak1``, ``.bak2``… of its own files."""
 
     css = "wb-split-panel"
 
@@ -181,6 +183,7 @@ class SplitPanel(_StepPanel):
                                                 description="val %"), "wb-val-percent")
         self.seed = _seed(seed)
         self.result = None
+        self.written: dict[Path, str] = {}  # the annotation files this panel wrote (path -> SHA-256)
         super().__init__([self.dataset_dir, W.HBox([self.val_percent, self.seed])], **kwargs)
 
     def _steps(self):
@@ -188,7 +191,13 @@ class SplitPanel(_StepPanel):
 
         yield 0, 2, "splitting"
         v = float(self.val_percent.value)
-        self.result = split_dataset(self.dataset_dir.value, 100 - v, v, seed=int(self.seed.value))
+        self.result = split_dataset(self.dataset_dir.value, 100 - v, v, seed=int(self.seed.value),
+                                    own_files=self.written)
+        from ..data.dataset import ANNOTATION_FILES
+
+        for split in self.result:  # what this run wrote: replaced again without another .bak
+            f = Path(self.dataset_dir.value) / "annotations" / ANNOTATION_FILES[split]
+            self.written[f] = hashlib.sha256(f.read_bytes()).hexdigest()
         yield 1, 2, "summarising"
         self.summary.value = split_summary_html(self.result, v)
         yield 2, 2, "done"
