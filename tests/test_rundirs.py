@@ -159,6 +159,7 @@ def test_training_panel_starts_each_run_in_its_own_folder(tmp_path, monkeypatch)
     p.wait(30)
     two = out.with_name("train-2")
     assert p._spec["output_dir"] == str(two.resolve()) and (two / "training_panel.log").is_file()
+    assert "in <code>train-2/</code>" in p.status.value and f"run folder: {two.resolve()}" in p.summary()
     assert sorted(q.name for q in out.rglob("*")) == before  # the finished run is left alone
     p = wbw.TrainingPanel(str(tmp_path / "data"), str(out), epochs_iters=1, batch_size=1, poll_interval=0.1,
                           train_kwargs={"resume": True})

@@ -348,6 +348,9 @@ class TrainingPanel(StaticFallback, W.VBox):
             parts.append(f"loss {train[-1]['total_loss']:.3f}")
         if evals and evals[-1].get("segm_AP") is not None:
             parts.append(f"val mask AP {evals[-1]['segm_AP']:.3f}")
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is not None and Path(self.output_dir.value).expanduser().resolve() != Path(run_dir).resolve():
+            parts.append(f"in <code>{html.escape(Path(run_dir).name)}/</code>")  # output dir held another run
         if self.state == "failed":
             parts.append(f"<pre style='color:#b00'>{html.escape(self._failure())}</pre>")
         elif self._best_model():
@@ -372,6 +375,8 @@ class TrainingPanel(StaticFallback, W.VBox):
         res = self.train_result or {}
         status = res.get("status", self.state)
         lines = [f"status: {self.state}" + (f" ({status.replace('_', ' ')})" if status != self.state else "")]
+        if getattr(self, "run_dir", None) is not None:
+            lines.append(f"run folder: {self.run_dir}")
         unit = res.get("unit", self.unit)
         if res:
             lines.append(f"{unit}: {res.get('epochs_iters')} / {res.get('max_epochs_iters')} "
