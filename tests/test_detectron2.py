@@ -106,6 +106,8 @@ def test_url_weights_fail_fast():
         create_model("MaskRCNN-ResNet50-FPN", weights="http://10.255.255.1/model.pkl", url_timeout=1)
     assert time.perf_counter() - t < 15
     with pytest.raises(WeightsError, match="not found"):
+        create_model("MaskRCNN-ResNet50-FPN", weights="/nonexistent/x.pth")
+    with pytest.raises(WeightsError, match="no trained model at /nonexistent/model.pth: train first"):
         create_model("MaskRCNN-ResNet50-FPN", weights="/nonexistent/model.pth")
 
 
