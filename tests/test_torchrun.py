@@ -45,7 +45,10 @@ else:
                      freeze_norm=False, num_sample_points=512)
     res = m.train(data, epochs_iters=1, batch_size=1, input_size=96, multi_scale=False, warmup_steps=1, output=out,
                   progress=False)
-print("RESULT", res.get("status"), res.get("iterations"), res.get("train_args", {}).get("num_processes"))
+# one write per rank: two processes share the pipe, and print()'s separate writes can interleave
+sys.stdout.write("RESULT %s %s %s\\n" % (res.get("status"), res.get("iterations"),
+                                         res.get("train_args", {}).get("num_processes")))
+sys.stdout.flush()
 """
 
 
