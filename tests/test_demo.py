@@ -50,10 +50,11 @@ def test_the_demo_learns(tmp_path):
     summary = run_demo(tmp_path / "demo", verbose=False)
     ev = json.loads((tmp_path / "demo" / "evaluate" / "evaluate_result.json").read_text())
     segm = ev["metrics"]["segm"]
-    # measured on this machine: AP 0.247, AP50 0.352; nucleus AP 0.570 (the photo classes' AP depends
-    # on a handful of instances, so the bar for the mean is set below the measured value)
-    assert segm["AP"] >= 0.12 and segm["AP50"] >= 0.25, segm
-    assert segm["per_class"]["nucleus"]["AP"] >= 0.4, segm["per_class"]
+    # measured on this machine: AP 0.381, AP50 0.630, nucleus AP 0.577 (make demo); seeds 0/1/2 gave
+    # AP 0.387/0.336/0.289, AP50 0.631/0.617/0.595. The photo classes' AP hangs on a handful of
+    # instances (one bottle moves the mean by up to 0.1), so the bars sit below the lowest seed's
+    assert segm["AP"] >= 0.22 and segm["AP50"] >= 0.45, segm
+    assert segm["per_class"]["nucleus"]["AP"] >= 0.45, segm["per_class"]
     nuclei = json.loads((tmp_path / "demo" / "predict" / "nuclei_00_res.json").read_text())
     assert len(nuclei["boxes"]) >= 15  # 35 nuclei in this tile
     assert summary["steps"]["predict"]["images"] == 8

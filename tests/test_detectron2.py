@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from workbench.data.synthetic import make_shapes_dataset
 from workbench.engine.result import Result
@@ -213,3 +214,19 @@ def test_one_iteration_and_prediction(name, depth, shapes_noval, tmp_path):
     if len(r0):
         assert r0.masks.shape[1:] == (128, 128) and r0.mask_probs is not None
         assert set(r0.class_names) <= {"circle", "square"} and set(r0.class_ids.tolist()) <= {1, 2}
+
+
+@pytest.mark.parametrize("name", ["MaskRCNN-ResNet50-FPN", "Cascade-MaskRCNN-ResNet50-FPN"])
+def test_threshold_under_the_models_score_floor_gets_every_detection(name):
+    """``threshold`` below ``ROI_HEADS.SCORE_THRESH_TEST`` (0.05) lowers it for that call, so evaluation
+    (threshold 0) sees every detection up to the per-image cap, as it does for Mask-RT-DETR; the
+    model's own floor is back afterwards. 30 untrained classes: softmax scores near 1/31 < 0.05."""
+    m = create_model(name, device="cpu", class_names=[f"c{i}" for i in range(30)], depth=18, input_size=128)
+    img = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    every = m.infer([img], [None], threshold=0.0)[0]
+    floor = m.infer([img], [None], threshold=0.05)[0]
+    assert 0 < len(every) <= m.cfg.TEST.DETECTIONS_PER_IMAGE and every.scores.min() < 0.05
+    assert len(floor) < len(every) and (floor.scores >= 0.05).all()
+    net = m.build()
+    preds = net.roi_heads.box_predictor
+    assert all(p.test_score_thresh == 0.05 for p in (preds if isinstance(preds, torch.nn.ModuleList) else [preds]))

@@ -102,11 +102,11 @@ DEMO_CHAIN = (
 # training from scratch reaches a visible result on the 8 demo images in a few minutes.
 DEMO_RECIPE: dict = {
     "model": "MaskRCNN-ResNet50-FPN",
-    "epochs_iters": 800,
+    "epochs_iters": 650,
     "gpu_epochs_iters": 3000,
     "batch_size": 1,
     "learning_rate": 1e-3,
-    "input_size": 256,
+    "input_size": 320,
     "model_options": {
         "depth": 18,
         "d2_overrides": {

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import predictor
 from ._compat import import_detectron2
 
 INPUT_NAMES = ["image", "score_threshold"]
@@ -57,11 +58,6 @@ def patch_builtin_len():
         for mod in _LEN_MODULES:
             stack.enter_context(mock.patch(mod + ".len", side_effect=lambda obj: obj.__len__(), create=True))
         yield
-
-
-def _predictors(roi_heads) -> list:
-    bp = roi_heads.box_predictor
-    return list(bp) if isinstance(bp, nn.ModuleList) else [bp]  # Cascade: one per stage, the last decides
 
 
 class Detectron2ExportWrapper(nn.Module):
@@ -84,17 +80,12 @@ class Detectron2ExportWrapper(nn.Module):
         features = net.backbone(images.tensor)
         proposals, _ = net.proposal_generator(images, features, None)
         rh = net.roi_heads
-        preds = _predictors(rh)
-        saved = [p.test_score_thresh for p in preds]
         mask_on = rh.mask_on
         try:
-            for p in preds:
-                p.test_score_thresh = score_threshold
             rh.mask_on = False  # boxes only; masks below, with the placeholder box
-            inst = rh(images, features, proposals, None)[0][0]
+            with predictor.score_threshold(rh, score_threshold):
+                inst = rh(images, features, proposals, None)[0][0]
         finally:
-            for p, s in zip(preds, saved):
-                p.test_score_thresh = s
             rh.mask_on = mask_on
         boxes, scores, classes = inst.pred_boxes.tensor, inst.scores, inst.pred_classes
         n = scores.shape[0]
@@ -132,7 +123,7 @@ def export_onnx(net: nn.Module, cfg, path: str | os.PathLike, *, sample_size: Se
                                         "classes": {0: "N"}, "mask_probs": {0: "N"}},
                           opset_version=opset, dynamo=False)
     model = onnx.load(str(tmp))
-    default_thresh = float(_predictors(net.roi_heads)[-1].test_score_thresh)
+    default_thresh = float(predictor.box_predictors(net.roi_heads)[-1].test_score_thresh)
     model.graph.initializer.append(numpy_helper.from_array(np.array(default_thresh, np.float32), "score_threshold"))
     meta = {"input_format": "RGB float32 0..255 [3, H, W], resized (short side input_size, long side <= max_size)",
             "input_size": short, "max_size": int(cfg.INPUT.MAX_SIZE_TEST), "score_threshold": default_thresh,

@@ -3,7 +3,10 @@
 The network runs as in Detectron2's ``DefaultPredictor`` (``ResizeShortestEdge`` to the test size,
 ``INPUT.FORMAT`` channel order, ``model.inference``), but the post-processing is ours so that the
 soft mask probabilities are kept: boxes are scaled to the image and clipped as in
-``detector_postprocess`` and detections under ``threshold`` are dropped. The masks are never
+``detector_postprocess`` and detections under ``threshold`` are dropped. A ``threshold`` under the
+model's ``ROI_HEADS.SCORE_THRESH_TEST`` (0.05) lowers it for that call, so ``threshold=0`` (what
+evaluation asks for) gets every detection up to ``TEST.DETECTIONS_PER_IMAGE``, as a Mask-RT-DETR
+model gives every query: the two families are scored on the same terms. The masks are never
 pasted for all instances at once: ``Result`` gets the 28x28 mask-head probabilities with their
 boxes (``PastedSoftMasks``) and pastes one instance at a time into its box region only, as
 ``paste_masks_in_image`` does on CPU (uint8 probabilities, ``threshold=-1``), thresholding and
@@ -12,7 +15,8 @@ resolution x detections (one box-sized crop at a time).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -47,6 +51,29 @@ class PastedSoftMasks(SoftMasks):
     def take(self, idx) -> PastedSoftMasks:
         idx = [int(i) for i in idx]
         return PastedSoftMasks(self.image_size, self.probs[idx], self.boxes[idx])
+
+
+def box_predictors(roi_heads) -> list:
+    """The box predictors of ``roi_heads``: one, or one per stage for Cascade (the last decides)."""
+    import torch
+
+    bp = roi_heads.box_predictor
+    return list(bp) if isinstance(bp, torch.nn.ModuleList) else [bp]
+
+
+@contextmanager
+def score_threshold(roi_heads, value: float) -> Iterator[None]:
+    """Every box predictor of ``roi_heads`` keeps detections scoring ``>= value`` inside the block
+    (``test_score_thresh``), and gets its own value back afterwards."""
+    preds = box_predictors(roi_heads)
+    saved = [p.test_score_thresh for p in preds]
+    try:
+        for p in preds:
+            p.test_score_thresh = value
+        yield
+    finally:
+        for p, s in zip(preds, saved):
+            p.test_score_thresh = s
 
 
 class NetPredictor:
@@ -84,8 +111,10 @@ class NetPredictor:
         net = self.net
         was_training = net.training
         net.eval()
+        rh = net.roi_heads
+        floor = min([threshold, *(p.test_score_thresh for p in box_predictors(rh))])
         try:
-            with torch.no_grad():
+            with torch.no_grad(), score_threshold(rh, floor):
                 outputs = net.inference(inputs, do_postprocess=False)
         finally:
             net.train(was_training)
