@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from workbench.data.synthetic import make_shapes_dataset
 from workbench.engine.result import Result
 from workbench.models import DETECTRON2_MODELS, UnknownModelError, available_models, create_model, register_family
+from workbench.models.detectron2.predictor import box_predictors
 
 # Small images and few sampled RoIs per image keep CPU steps short; both are ordinary settings
 # for 128-px images with a handful of objects (Detectron2's 512 RoIs/image are sized for COCO).
@@ -227,6 +227,4 @@ def test_threshold_under_the_models_score_floor_gets_every_detection(name):
     floor = m.infer([img], [None], threshold=0.05)[0]
     assert 0 < len(every) <= m.cfg.TEST.DETECTIONS_PER_IMAGE and every.scores.min() < 0.05
     assert len(floor) < len(every) and (floor.scores >= 0.05).all()
-    net = m.build()
-    preds = net.roi_heads.box_predictor
-    assert all(p.test_score_thresh == 0.05 for p in (preds if isinstance(preds, torch.nn.ModuleList) else [preds]))
+    assert all(p.test_score_thresh == 0.05 for p in box_predictors(m.build().roi_heads))
